@@ -1,0 +1,412 @@
+// ReplicatorPlugin: a drop-in replacement for the s3db.js ReplicatorPlugin whose routing,
+// queues, per-record ordering, batching, retries and destination drivers run in Rust.
+//
+// This file is the thin JavaScript side: it hooks resource events, hands each change to the
+// engine once (synchronously, as JSON), owns user callbacks and the EventEmitter, and applies
+// s3db-destination batches (s3db.js itself is JavaScript).
+
+import { Plugin } from 's3db.js/plugins/plugin.class';
+
+import { ReplicationEngine, checkConfig } from './index.js';
+import { createCallbackBridge } from './lib/callbacks.js';
+import { ReplicatorError, configError } from './lib/errors.js';
+import { prepareOptions } from './lib/options.js';
+import { S3dbDestinations } from './lib/s3db-destination.js';
+
+export { ReplicatorError };
+
+const CHANGE_EVENTS = ['inserted', 'updated', 'deleted'];
+const BACKPRESSURE_HOOKS = ['afterInsert', 'afterUpdate', 'afterDelete'];
+
+export class ReplicatorPlugin extends Plugin {
+  constructor(options = {}) {
+    super(options);
+    const {
+      enabled = true,
+      verbose = false,
+      persistReplicatorLog = false,
+      replicatorLogResource = 'replicator_log',
+      logErrors = true,
+    } = options;
+    this.config = { enabled, verbose, persistReplicatorLog, replicatorLogResource, logErrors };
+    const prepared = prepareOptions(options);
+    const problem = checkConfig(prepared.json);
+    if (problem) throw configError(problem);
+    this._prepared = prepared;
+    this._engine = null;
+    this._destinations = null;
+    this._listeners = new Map(); // resource name → { resource, handlers, hooks }
+    this._afterCreateResource = null;
+    this._sources = new Set(JSON.parse(prepared.json).replicators.flatMap(sourceNames));
+    this._saturated = false;
+    this._keepAlive = null;
+    this._batchResults = new Map(); // ticket → outcomes (replicateBatch / syncAllData)
+    this._nextTicket = 1;
+    this._stopping = null;
+    this.replicatorLog = null;
+    this.stats = { totalReplications: 0, totalErrors: 0, totalSkipped: 0, lastSync: null };
+  }
+
+  async onInstall() {
+    if (!this.config.enabled) return;
+    const { json, functions, clients } = this._prepared;
+    const native = JSON.parse(json);
+    this._destinations = new S3dbDestinations({ sourceDb: () => this.database });
+    this._engine = new ReplicationEngine(
+      json,
+      createCallbackBridge(functions),
+      (batch) => this._destinations.deliver(batch),
+      (message) => this._onEngineMessage(message),
+    );
+    const infos = this._engine.replicators();
+    native.replicators.forEach((rep, index) => {
+      if (rep.driver !== 's3db') return;
+      this._destinations.add(infos[index].id, {
+        connectionString: rep.config.connectionString,
+        client: clients.get(index),
+        createResources: rep.config.createResources,
+        logLevel: rep.config.logLevel,
+      });
+    });
+    // Connect destinations now (a failure only warns: deliveries retry the connection).
+    await Promise.all([...this._destinations.targets.entries()].map(([id, target]) => target.connect().catch((error) => {
+      this.logger?.warn?.({ replicator: id, error: error.message }, 'ReplicatorPlugin: destination not reachable yet; will retry');
+    })));
+    if (this.config.persistReplicatorLog) await this._ensureLogResource();
+    this._followAll();
+    this._afterCreateResource = (event) => this._follow(event?.resource ?? event);
+    this.database.addHook('afterCreateResource', this._afterCreateResource);
+    // With `new Database({ plugins })` the plugin is installed before saved resources load.
+    this._onConnected = () => this._followAll();
+    this.database.on('db:connected', this._onConnected);
+  }
+
+  async onStop() {
+    await this._shutdown();
+  }
+
+  async onUninstall() {
+    await this._shutdown();
+  }
+
+  // ---- public API (the spec's methods) ----
+
+  /** Resolves once every change accepted so far is delivered or has failed. */
+  async flush() {
+    // s3db.js emits change events with setImmediate: let those of writes that already
+    // resolved reach the engine before taking the flush snapshot.
+    await new Promise((resolve) => setImmediate(resolve));
+    if (this._engine && !this._stopping) await this._engine.flush();
+  }
+
+  async getReplicatorStats() {
+    const native = this._engine?.stats() ?? [];
+    const pending = this._engine?.pending() ?? 0;
+    return {
+      replicators: native.map(({ id, driver, enabled, ...status }) => ({ id, driver, enabled, status })),
+      stats: { ...this.stats, pending },
+      lastSync: this.stats.lastSync,
+    };
+  }
+
+  async listReplicators() {
+    return this._engine?.replicators() ?? [];
+  }
+
+  async disableReplicator(id) {
+    this._setEnabled(id, false);
+  }
+
+  async enableReplicator(id) {
+    this._setEnabled(id, true);
+  }
+
+  /**
+   * Replicates records of a resource as inserts (to every replicator that wants them, or to
+   * one with `{ replicator: id }`) and resolves when each has been delivered or has failed.
+   */
+  async replicateBatch(resourceName, records, { replicator } = {}) {
+    if (!Array.isArray(records)) {
+      throw new ReplicatorError('replicateBatch() needs an array of records', {
+        code: 'ERR_CONFIG',
+        description: 'Call replicateBatch(resourceName, [{ id, ...fields }, ...]).',
+        context: { operation: 'replicateBatch', resourceName },
+      });
+    }
+    const engine = this._requireEngine('replicateBatch');
+    if (replicator !== undefined) this._requireReplicator(replicator, 'replicateBatch');
+    const ticket = this._nextTicket++;
+    const outcomes = [];
+    this._batchResults.set(ticket, outcomes);
+    try {
+      for (const record of records) {
+        const saturated = engine.pushTo(resourceName, 'inserted', JSON.stringify(record), replicator ?? null, ticket);
+        if (saturated) await engine.waitForCapacity();
+      }
+      this._holdOpen();
+      await engine.flush();
+    } finally {
+      this._batchResults.delete(ticket);
+    }
+    const errors = outcomes
+      .filter((o) => o.status === 'failed')
+      .map((o) => ({ id: o.recordId, replicator: o.replicator, error: o.error, code: o.code }));
+    const successful = outcomes.filter((o) => o.status === 'replicated').length;
+    return { success: errors.length === 0, total: records.length, successful, skipped: outcomes.filter((o) => o.status === 'skipped').length, errors };
+  }
+
+  /** Copies every existing record of the replicator's resources through the engine. */
+  async syncAllData(replicatorId) {
+    const info = this._requireReplicator(replicatorId, 'syncAllData');
+    this.stats.lastSync = new Date().toISOString();
+    const sources = [...new Set(info.resources.map((r) => r.source))];
+    let total = 0;
+    const errors = [];
+    for (const name of sources) {
+      const resource = this.database?.resources?.[name];
+      if (!resource) continue;
+      this.emit('plg:replicator:sync-resource', { resourceName: name, replicatorId });
+      const ids = await resource.listIds();
+      for (let i = 0; i < ids.length; i += 100) {
+        const records = (await resource.getMany(ids.slice(i, i + 100))).filter((r) => r && r.id);
+        const result = await this.replicateBatch(name, records, { replicator: replicatorId });
+        total += result.total;
+        errors.push(...result.errors);
+      }
+    }
+    this.emit('plg:replicator:sync-completed', { replicatorId, total, errors: errors.length, stats: this.stats });
+    return { replicatorId, total, errors };
+  }
+
+  async getReplicatorLogs({ resourceName, operation, status, limit = 100, offset = 0 } = {}) {
+    if (!this.replicatorLog) return [];
+    const filter = {};
+    if (resourceName) filter.resourceName = resourceName;
+    if (operation) filter.operation = operation;
+    if (status) filter.status = status;
+    const all = await this.replicatorLog.query(filter);
+    return (all ?? []).slice(offset, offset + limit);
+  }
+
+  // ---- resource listeners ----
+
+  _followAll() {
+    for (const resource of Object.values(this.database?.resources ?? {})) this._follow(resource);
+  }
+
+  _follow(resource) {
+    if (!resource?.name || !this._sources.has(resource.name) || this._listeners.has(resource.name)) return;
+    if (resource.name === this.config.replicatorLogResource) return;
+    const name = resource.name;
+    const handlers = {
+      inserted: (data) => this._push(name, 'inserted', data, data),
+      updated: (data) => this._push(name, 'updated', data, withoutAfter(data)),
+      deleted: (data) => this._push(name, 'deleted', data, withoutImages(data)),
+    };
+    // First in line: s3db.js emits events on a later tick and awaits listeners one by one, so
+    // a slow user listener registered earlier must not delay the hand-over to the engine.
+    for (const event of CHANGE_EVENTS) {
+      if (typeof resource.prependListener === 'function') resource.prependListener(event, handlers[event]);
+      else resource.on(event, handlers[event]);
+    }
+    // s3db.js does not await event listeners, but it awaits after* hooks: when the engine is
+    // over queueCapacity, the next write waits there, so memory stays bounded and nothing drops.
+    const hook = (data) => (this._saturated ? this._waitForCapacity().then(() => data) : data);
+    const hooks = BACKPRESSURE_HOOKS.filter((event) => resource.addHook?.(event, hook));
+    this._listeners.set(name, { resource, handlers, hook, hooks });
+  }
+
+  _push(resourceName, op, data, payload) {
+    if (!this._engine || this._stopping) return;
+    try {
+      this._saturated = this._engine.push(resourceName, op, JSON.stringify(payload));
+      this._holdOpen();
+    } catch (error) {
+      this._report({
+        replicator: null, resourceName, operation: op, recordId: data?.id,
+        error: `could not accept the change: ${error.message}`, code: 'ERR_CONFIG', data,
+      });
+    }
+  }
+
+  async _waitForCapacity() {
+    if (!this._engine) return;
+    await this._engine.waitForCapacity();
+    this._saturated = this._engine.saturated();
+  }
+
+  _unfollowAll() {
+    for (const { resource, handlers, hook, hooks } of this._listeners.values()) {
+      for (const event of CHANGE_EVENTS) resource.off(event, handlers[event]);
+      for (const event of hooks) {
+        const list = resource.hooks?.[event];
+        if (!Array.isArray(list)) continue;
+        const at = list.findIndex((h) => h === hook || h.__s3db_original === hook);
+        if (at >= 0) list.splice(at, 1);
+      }
+    }
+    this._listeners.clear();
+    if (this._afterCreateResource && this.database?.removeHook) {
+      this.database.removeHook('afterCreateResource', this._afterCreateResource);
+    }
+    this._afterCreateResource = null;
+    if (this._onConnected) this.database?.off?.('db:connected', this._onConnected);
+    this._onConnected = null;
+  }
+
+  // ---- engine messages ----
+
+  _onEngineMessage(message) {
+    const { outcomes, pending } = JSON.parse(message);
+    if (!outcomes) return; // a barrier from flush()
+    for (const outcome of outcomes) {
+      if (outcome.ticket !== undefined) this._batchResults.get(outcome.ticket)?.push(outcome);
+      if (outcome.status === 'replicated') this._replicated(outcome);
+      else if (outcome.status === 'failed') this._report(outcome);
+      else {
+        this.stats.totalSkipped++;
+        if (this.listenerCount('plg:replicator:skipped') > 0) this.emit('plg:replicator:skipped', outcome);
+      }
+    }
+    if (pending === 0) this._release();
+  }
+
+  _replicated(o) {
+    this.stats.totalReplications++;
+    if (this.listenerCount('plg:replicator:replicated') > 0) {
+      this.emit('plg:replicator:replicated', {
+        replicator: o.replicator, resourceName: o.resourceName, operation: o.operation, recordId: o.recordId,
+        destination: o.destination, duration: o.duration, attempts: o.attempts, success: true,
+      });
+    }
+    if (this.database?.listenerCount?.('replicator:success') > 0) {
+      this.database.emit('replicator:success', {
+        replicator: o.replicator, resource: o.resourceName, destination: o.destination, operation: o.operation, recordId: o.recordId,
+      });
+    }
+    if (this.config.verbose) this.logger?.info?.({ ...o }, `replicated ${o.operation} ${o.resourceName}/${o.recordId} via ${o.replicator}`);
+  }
+
+  _report(o) {
+    this.stats.totalErrors++;
+    const event = {
+      replicator: o.replicator, resourceName: o.resourceName, operation: o.operation, recordId: o.recordId,
+      error: o.error, code: o.code, attempts: o.attempts ?? 0, data: o.data,
+    };
+    if (this.listenerCount('plg:replicator:error') > 0) this.emit('plg:replicator:error', event);
+    if (this.listenerCount('replicationError') > 0) this.emit('replicationError', event);
+    if (this.database?.listenerCount?.('replicator:error') > 0) {
+      const error = new ReplicatorError(o.error, { code: o.code, context: { replicator: o.replicator, resourceName: o.resourceName, operation: o.operation, recordId: o.recordId } });
+      this.database.emit('replicator:error', { error, resource: o.resourceName, data: o.data, replicator: o.replicator, operation: o.operation, recordId: o.recordId });
+    }
+    if (this.config.verbose) this.logger?.warn?.({ replicator: o.replicator, recordId: o.recordId, code: o.code }, o.error);
+    if (this.replicatorLog && this.config.logErrors) this._logFailure(event);
+  }
+
+  // ---- replication log (persistReplicatorLog) ----
+
+  async _ensureLogResource() {
+    const name = this.config.replicatorLogResource;
+    this.replicatorLog = this.database.resources[name] ?? await this.database.createResource({
+      name,
+      attributes: {
+        replicator: 'string|optional', resource: 'string', resourceName: 'string', action: 'string', operation: 'string',
+        recordId: 'string|optional', data: 'json|optional', timestamp: 'string', status: 'string', error: 'string|optional', code: 'string|optional',
+      },
+      behavior: 'body-overflow',
+      timestamps: false,
+    }).catch((error) => {
+      this.emit('replicator_log_resource_creation_error', { error: error.message });
+      return null;
+    });
+  }
+
+  _logFailure(e) {
+    const entry = {
+      replicator: e.replicator ?? 'plugin', resource: e.resourceName, resourceName: e.resourceName, action: e.operation, operation: e.operation,
+      recordId: e.recordId ?? undefined, data: e.data ?? undefined, timestamp: new Date().toISOString(), status: 'error', error: e.error, code: e.code,
+    };
+    this.replicatorLog.insert(entry).catch((error) => {
+      this.emit('replicator_log_error', { replicator: e.replicator, resourceName: e.resourceName, recordId: e.recordId, logError: error.message });
+    });
+  }
+
+  // ---- lifecycle helpers ----
+
+  /** Keeps the process alive while changes are undelivered (the engine's handles are weak). */
+  _holdOpen() {
+    if (!this._keepAlive) this._keepAlive = setInterval(() => {}, 1 << 30);
+  }
+
+  _release() {
+    if (this._keepAlive) {
+      clearInterval(this._keepAlive);
+      this._keepAlive = null;
+    }
+  }
+
+  _shutdown() {
+    if (!this._stopping) {
+      this._stopping = (async () => {
+        this._unfollowAll();
+        if (this._engine) {
+          const report = await this._engine.stop(this._prepared && JSON.parse(this._prepared.json).timeout);
+          if (!report.drained) this.logger?.warn?.({ abandoned: report.abandoned }, 'ReplicatorPlugin stopped before every change was delivered');
+        }
+        this._release();
+        await this._destinations?.close();
+      })();
+    }
+    return this._stopping;
+  }
+
+  _requireEngine(operation) {
+    if (!this._engine || this._stopping) {
+      throw new ReplicatorError('ReplicatorPlugin is not running', {
+        code: this._stopping ? 'ERR_STOPPED' : 'ERR_NOT_INSTALLED',
+        description: 'Install the plugin with db.usePlugin(plugin) (and do not call it after stop()).',
+        context: { operation },
+      });
+    }
+    return this._engine;
+  }
+
+  _requireReplicator(id, operation) {
+    const engine = this._requireEngine(operation);
+    const info = engine.replicators().find((r) => r.id === id);
+    if (!info) {
+      const available = engine.replicators().map((r) => r.id);
+      throw new ReplicatorError(`Replicator not found: ${id}`, {
+        code: 'ERR_NOT_FOUND',
+        description: `No replicator has the id '${id}'. Available: ${available.join(', ')}. Use listReplicators() to see them.`,
+        context: { operation, replicatorId: id, availableReplicators: available },
+      });
+    }
+    return info;
+  }
+
+  _setEnabled(id, enabled) {
+    this._requireReplicator(id, enabled ? 'enableReplicator' : 'disableReplicator');
+    this._engine.setEnabled(id, enabled);
+  }
+}
+
+function sourceNames(rep) {
+  const { resources } = rep;
+  if (Array.isArray(resources)) return resources.filter((r) => typeof r === 'string');
+  return resources && typeof resources === 'object' ? Object.keys(resources) : [];
+}
+
+function withoutAfter(data) {
+  if (data === null || typeof data !== 'object' || !('$after' in data)) return data;
+  const { $after, ...rest } = data;
+  return rest;
+}
+
+function withoutImages(data) {
+  if (data === null || typeof data !== 'object') return data;
+  const { $before, $after, ...rest } = data;
+  return rest;
+}
+
+export default ReplicatorPlugin;

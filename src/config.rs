@@ -1,0 +1,495 @@
+//! The engine's configuration: parsed from the JSON the JS plugin sends, then validated.
+//!
+//! The plugin replaces every user function with a placeholder `{ "$fn": <id> }` before the
+//! options cross the FFI; the functions themselves stay in JavaScript and are called by id.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::ConfigError;
+use crate::event::Op;
+use crate::sinks::SinkConfig;
+
+const fn default_true() -> bool {
+    true
+}
+const fn default_batch_size() -> usize {
+    100
+}
+const fn default_max_retries() -> u32 {
+    3
+}
+const fn default_timeout_ms() -> u64 {
+    30_000
+}
+const fn default_queue_capacity() -> usize {
+    10_000
+}
+const fn default_linger_ms() -> u64 {
+    2
+}
+const fn default_concurrency() -> usize {
+    4
+}
+const fn default_retry_delay_ms() -> u64 {
+    1_000
+}
+const fn default_max_retry_delay_ms() -> u64 {
+    30_000
+}
+
+/// Plugin options that the engine uses. Names are the spec's (`batchSize`, `maxRetries`,
+/// `timeout`), plus the engine's own tuning knobs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EngineOptions {
+    /// Replicate at all. When false, changes are accepted and ignored.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Largest micro-batch handed to a destination in one write.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Attempts for a failed write before the change is reported as failed (at least 1).
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// Bound of one write attempt, and of the drain on `stop()`, in milliseconds.
+    #[serde(default = "default_timeout_ms", rename = "timeout")]
+    pub timeout_ms: u64,
+    /// Changes a replicator may hold undelivered before the plugin slows the writers down.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// How long a batch waits for more changes before it is written, in milliseconds.
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u64,
+    /// Parallel ordered lanes per replicator: one record's changes always share a lane.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// First backoff delay after a failed attempt, in milliseconds (doubles each attempt).
+    #[serde(default = "default_retry_delay_ms", rename = "retryDelay")]
+    pub retry_delay_ms: u64,
+    /// Cap of the backoff delay, in milliseconds.
+    #[serde(default = "default_max_retry_delay_ms", rename = "maxRetryDelay")]
+    pub max_retry_delay_ms: u64,
+    pub replicators: Vec<ReplicatorEntry>,
+}
+
+/// One replicator as the user wrote it (functions already replaced by placeholders).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReplicatorEntry {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub driver: Option<String>,
+    #[serde(default)]
+    pub resources: Option<Value>,
+    #[serde(default)]
+    pub config: Option<Value>,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+/// Where one source resource goes inside one replicator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub source: String,
+    pub dest: String,
+    /// `None` means every action.
+    pub actions: Option<HashSet<Op>>,
+    pub transform: Option<u32>,
+    pub should_replicate: Option<u32>,
+}
+
+impl Route {
+    pub fn wants(&self, op: Op) -> bool {
+        self.actions.as_ref().is_none_or(|a| a.contains(&op))
+    }
+}
+
+/// A validated replicator.
+#[derive(Debug, Clone)]
+pub struct ReplicatorConfig {
+    pub id: String,
+    pub driver: String,
+    pub enabled: bool,
+    pub routes: Vec<Route>,
+    pub sink: SinkConfig,
+}
+
+/// The validated engine configuration.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub enabled: bool,
+    pub batch_size: usize,
+    pub max_retries: u32,
+    pub timeout_ms: u64,
+    pub queue_capacity: usize,
+    pub linger_ms: u64,
+    pub concurrency: usize,
+    pub retry_delay_ms: u64,
+    pub max_retry_delay_ms: u64,
+    pub replicators: Vec<ReplicatorConfig>,
+}
+
+/// Drivers that the spec names and this version does not ship yet: a clear error beats
+/// "unknown driver" for a name the user copied from the documentation.
+const PLANNED_DRIVERS: &[&str] = &[
+    "sqs", "bigquery", "postgresql", "postgres", "mysql", "mariadb", "planetscale", "turso", "dynamodb", "mongodb", "csv",
+    "jsonl", "parquet", "excel",
+];
+
+impl EngineConfig {
+    /// Parses and validates the JSON produced by the plugin.
+    pub fn from_json(json: &str) -> Result<Self, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_str(json);
+        let opts: EngineOptions = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::new(
+                if path == "." { "options".to_string() } else { path },
+                e.inner().to_string(),
+                "check the option's name and type against the configuration reference in the README",
+            )
+        })?;
+        Self::from_options(opts)
+    }
+
+    pub fn from_options(opts: EngineOptions) -> Result<Self, ConfigError> {
+        range("batchSize", opts.batch_size as u64, 1, 10_000)?;
+        range("maxRetries", opts.max_retries as u64, 0, 100)?;
+        range("timeout", opts.timeout_ms, 1, 3_600_000)?;
+        range("queueCapacity", opts.queue_capacity as u64, 1, 10_000_000)?;
+        range("lingerMs", opts.linger_ms, 0, 60_000)?;
+        range("concurrency", opts.concurrency as u64, 1, 256)?;
+        range("retryDelay", opts.retry_delay_ms, 0, 3_600_000)?;
+        range("maxRetryDelay", opts.max_retry_delay_ms, 0, 3_600_000)?;
+        if opts.replicators.is_empty() {
+            return Err(ConfigError::new(
+                "replicators",
+                "no replicators are configured",
+                "pass at least one: new ReplicatorPlugin({ replicators: [{ driver: 's3db', resources: ['users'], config: { connectionString: 'memory://backup' } }] })",
+            ));
+        }
+        let drivers: Vec<String> = opts.replicators.iter().map(|r| r.driver.clone().unwrap_or_default()).collect();
+        let mut ids = HashSet::new();
+        let mut replicators = Vec::with_capacity(opts.replicators.len());
+        for (i, entry) in opts.replicators.into_iter().enumerate() {
+            let rep = parse_replicator(i, entry, &drivers)?;
+            if !ids.insert(rep.id.clone()) {
+                return Err(ConfigError::new(
+                    format!("replicators[{i}].id"),
+                    format!("the id '{}' is used by another replicator", rep.id),
+                    "give every replicator a unique id",
+                ));
+            }
+            replicators.push(rep);
+        }
+        Ok(Self {
+            enabled: opts.enabled,
+            batch_size: opts.batch_size,
+            max_retries: opts.max_retries,
+            timeout_ms: opts.timeout_ms,
+            queue_capacity: opts.queue_capacity,
+            linger_ms: opts.linger_ms,
+            concurrency: opts.concurrency,
+            retry_delay_ms: opts.retry_delay_ms,
+            max_retry_delay_ms: opts.max_retry_delay_ms,
+            replicators,
+        })
+    }
+}
+
+fn range(name: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::new(
+            name,
+            format!("{value} is out of range"),
+            format!("use a whole number from {min} to {max}"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_replicator(i: usize, entry: ReplicatorEntry, drivers: &[String]) -> Result<ReplicatorConfig, ConfigError> {
+    let at = format!("replicators[{i}]");
+    let driver = match entry.driver {
+        Some(d) if !d.trim().is_empty() => d,
+        _ => {
+            return Err(ConfigError::new(
+                format!("{at}.driver"),
+                "the replicator has no driver",
+                format!("name one, e.g. {{ driver: 's3db', ... }}; available: {}", SinkConfig::DRIVERS.join(", ")),
+            ))
+        }
+    };
+    if PLANNED_DRIVERS.contains(&driver.as_str()) {
+        return Err(ConfigError::new(
+            format!("{at}.driver"),
+            format!("the '{driver}' driver is not available in this version of s3db-replicator yet"),
+            format!("available drivers: {}", SinkConfig::DRIVERS.join(", ")),
+        ));
+    }
+    if !SinkConfig::DRIVERS.contains(&driver.as_str()) {
+        return Err(ConfigError::new(
+            format!("{at}.driver"),
+            format!("unknown driver '{driver}'"),
+            format!("use one of: {}", SinkConfig::DRIVERS.join(", ")),
+        ));
+    }
+    let id = match entry.id {
+        Some(id) if !id.trim().is_empty() => id,
+        Some(_) => return Err(ConfigError::new(format!("{at}.id"), "the id is empty", "omit it or give a non-empty string")),
+        None => default_id(&driver, i, drivers),
+    };
+    let resources = entry.resources.unwrap_or(Value::Null);
+    let routes = parse_resources(&format!("{at}.resources"), &resources)?;
+    let config = entry.config.unwrap_or_else(|| Value::Object(Default::default()));
+    let sink = SinkConfig::parse(&driver, config).map_err(|mut e| {
+        e.path = format!("{at}.config{}", if e.path.is_empty() || e.path == "." { String::new() } else { format!(".{}", e.path) });
+        e
+    })?;
+    Ok(ReplicatorConfig { id, driver, enabled: entry.enabled, routes, sink })
+}
+
+/// `s3db` for the only s3db replicator; `s3db-2` for the second of two.
+fn default_id(driver: &str, index: usize, drivers: &[String]) -> String {
+    let same: Vec<usize> = drivers.iter().enumerate().filter(|(_, d)| d.as_str() == driver).map(|(i, _)| i).collect();
+    if same.len() <= 1 {
+        driver.to_string()
+    } else {
+        let nth = same.iter().position(|&i| i == index).unwrap_or(0) + 1;
+        format!("{driver}-{nth}")
+    }
+}
+
+fn fn_ref(value: &Value) -> Option<u32> {
+    let obj = value.as_object()?;
+    if obj.len() != 1 {
+        return None;
+    }
+    obj.get("$fn")?.as_u64().and_then(|n| u32::try_from(n).ok())
+}
+
+const ROUTE_KEYS: &[&str] = &["resource", "table", "transform", "actions", "shouldReplicate"];
+
+/// Parses the spec's five resource-mapping syntaxes into routes.
+pub fn parse_resources(at: &str, value: &Value) -> Result<Vec<Route>, ConfigError> {
+    let hint_shapes = "use ['users'], { users: 'people' }, { users: { resource, transform, actions } }, { users: (data) => data } or { users: ['people', { resource, transform }] }";
+    let mut routes = Vec::new();
+    match value {
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                match item {
+                    Value::String(name) => routes.push(simple_route(&format!("{at}[{i}]"), name, name)?),
+                    _ => {
+                        return Err(ConfigError::new(
+                            format!("{at}[{i}]"),
+                            "expected a resource name",
+                            "list resource names as strings, e.g. ['users', 'orders']",
+                        ))
+                    }
+                }
+            }
+        }
+        Value::Object(map) => {
+            for (source, target) in map {
+                let here = format!("{at}.{source}");
+                check_name(&here, source)?;
+                match target {
+                    Value::Array(targets) => {
+                        if targets.is_empty() {
+                            return Err(ConfigError::new(here, "the destination list is empty", "list at least one destination, or remove the resource"));
+                        }
+                        for (j, t) in targets.iter().enumerate() {
+                            routes.push(parse_target(&format!("{here}[{j}]"), source, t)?);
+                        }
+                    }
+                    Value::Bool(false) => {}
+                    other => routes.push(parse_target(&here, source, other)?),
+                }
+            }
+        }
+        Value::Null => return Err(ConfigError::new(at, "the replicator has no resources", hint_shapes)),
+        _ => return Err(ConfigError::new(at, "resources must be an array or an object", hint_shapes)),
+    }
+    if routes.is_empty() {
+        return Err(ConfigError::new(at, "no resources are configured", hint_shapes));
+    }
+    Ok(routes)
+}
+
+fn simple_route(at: &str, source: &str, dest: &str) -> Result<Route, ConfigError> {
+    check_name(at, source)?;
+    check_name(at, dest)?;
+    Ok(Route { source: source.to_string(), dest: dest.to_string(), actions: None, transform: None, should_replicate: None })
+}
+
+fn check_name(at: &str, name: &str) -> Result<(), ConfigError> {
+    if name.trim().is_empty() {
+        return Err(ConfigError::new(at, "a resource name is empty", "use the resource's name as created in s3db.js"));
+    }
+    Ok(())
+}
+
+fn parse_target(at: &str, source: &str, target: &Value) -> Result<Route, ConfigError> {
+    if let Some(id) = fn_ref(target) {
+        let mut r = simple_route(at, source, source)?;
+        r.transform = Some(id);
+        return Ok(r);
+    }
+    match target {
+        Value::String(dest) => simple_route(at, source, dest),
+        Value::Bool(true) => simple_route(at, source, source),
+        Value::Object(obj) => {
+            if let Some(bad) = obj.keys().find(|k| !ROUTE_KEYS.contains(&k.as_str())) {
+                return Err(ConfigError::new(
+                    format!("{at}.{bad}"),
+                    format!("unknown option '{bad}'"),
+                    format!("a destination object takes: {}", ROUTE_KEYS.join(", ")),
+                ));
+            }
+            let dest = match obj.get("resource").or_else(|| obj.get("table")) {
+                None | Some(Value::Null) => source.to_string(),
+                Some(Value::String(s)) => s.clone(),
+                Some(_) => return Err(ConfigError::new(format!("{at}.resource"), "expected a string", "name the destination resource, e.g. resource: 'people'")),
+            };
+            let mut route = simple_route(at, source, &dest)?;
+            route.transform = callback(&format!("{at}.transform"), obj.get("transform"))?;
+            route.should_replicate = callback(&format!("{at}.shouldReplicate"), obj.get("shouldReplicate"))?;
+            route.actions = match obj.get("actions") {
+                None | Some(Value::Null) => None,
+                Some(Value::Array(list)) => {
+                    let mut set = HashSet::new();
+                    for (k, a) in list.iter().enumerate() {
+                        let op = a.as_str().and_then(Op::parse).ok_or_else(|| {
+                            ConfigError::new(
+                                format!("{at}.actions[{k}]"),
+                                format!("unknown action {a}"),
+                                "use 'inserted', 'updated' or 'deleted' (or 'insert', 'update', 'delete')",
+                            )
+                        })?;
+                        set.insert(op);
+                    }
+                    if set.is_empty() {
+                        return Err(ConfigError::new(format!("{at}.actions"), "the action list is empty", "list the actions to replicate, or omit actions for all of them"));
+                    }
+                    Some(set)
+                }
+                Some(_) => return Err(ConfigError::new(format!("{at}.actions"), "expected an array", "e.g. actions: ['inserted', 'updated']")),
+            };
+            Ok(route)
+        }
+        _ => Err(ConfigError::new(
+            at,
+            "expected a destination name, true, a function, or an object",
+            "e.g. users: 'people' or users: { resource: 'people', transform: (data) => data }",
+        )),
+    }
+}
+
+fn callback(at: &str, value: Option<&Value>) -> Result<Option<u32>, ConfigError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => fn_ref(v).map(Some).ok_or_else(|| ConfigError::new(at, "expected a function", "pass a function, e.g. (data) => ({ ...data })")),
+    }
+}
+
+/// Routes of one replicator indexed by source resource name.
+pub fn index_routes(routes: &[Route]) -> BTreeMap<String, Vec<usize>> {
+    let mut map: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, r) in routes.iter().enumerate() {
+        map.entry(r.source.clone()).or_default().push(i);
+    }
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<EngineConfig, ConfigError> {
+        EngineConfig::from_json(&v.to_string())
+    }
+
+    fn s3db(resources: Value) -> Value {
+        json!({ "replicators": [{ "driver": "s3db", "resources": resources, "config": { "connectionString": "memory://b" } }] })
+    }
+
+    #[test]
+    fn minimal_config_parses_with_sane_defaults() {
+        let c = parse(s3db(json!(["users"]))).unwrap();
+        assert!(c.enabled);
+        assert_eq!((c.batch_size, c.max_retries, c.timeout_ms), (100, 3, 30_000));
+        assert!(c.queue_capacity >= 1_000 && c.concurrency >= 1);
+        assert_eq!(c.replicators[0].id, "s3db");
+        assert_eq!(c.replicators[0].routes[0].dest, "users");
+    }
+
+    #[test]
+    fn unknown_option_is_rejected_with_its_path() {
+        let e = parse(json!({ "replicators": [], "batchSiz": 3 })).unwrap_err();
+        assert!(e.reason.contains("batchSiz"), "{e}");
+    }
+
+    #[test]
+    fn every_mapping_syntax_parses() {
+        let c = parse(s3db(json!({
+            "a": "people",
+            "b": true,
+            "c": { "$fn": 1 },
+            "d": { "resource": "dd", "transform": { "$fn": 2 }, "actions": ["inserted", "update"], "shouldReplicate": { "$fn": 3 } },
+            "e": ["e1", { "resource": "e2", "transform": { "$fn": 4 } }, { "$fn": 5 }]
+        })))
+        .unwrap();
+        let r = &c.replicators[0].routes;
+        assert_eq!(r.len(), 7);
+        assert_eq!((r[0].source.as_str(), r[0].dest.as_str()), ("a", "people"));
+        assert_eq!(r[1].dest, "b");
+        assert_eq!((r[2].dest.as_str(), r[2].transform), ("c", Some(1)));
+        assert_eq!(r[3].should_replicate, Some(3));
+        assert!(r[3].wants(Op::Inserted) && r[3].wants(Op::Updated) && !r[3].wants(Op::Deleted));
+        assert_eq!(r[5].dest, "e2");
+        assert_eq!((r[6].dest.as_str(), r[6].transform), ("e", Some(5)));
+    }
+
+    #[test]
+    fn bad_configurations_name_the_option() {
+        let cases = [
+            (json!({ "replicators": [] }), "replicators"),
+            (json!({ "replicators": [{ "resources": ["u"] }] }), "replicators[0].driver"),
+            (json!({ "replicators": [{ "driver": "nope", "resources": ["u"] }] }), "replicators[0].driver"),
+            (json!({ "replicators": [{ "driver": "postgresql", "resources": ["u"] }] }), "replicators[0].driver"),
+            (s3db(json!([])), "replicators[0].resources"),
+            (s3db(json!({})), "replicators[0].resources"),
+            (s3db(json!("users")), "replicators[0].resources"),
+            (s3db(json!({ "u": { "actions": ["upserted"] } })), "replicators[0].resources.u.actions[0]"),
+            (s3db(json!({ "u": { "resorce": "x" } })), "replicators[0].resources.u.resorce"),
+            (s3db(json!({ "u": { "transform": "x" } })), "replicators[0].resources.u.transform"),
+            (json!({ "replicators": [{ "driver": "s3db", "resources": ["u"] }] }), "replicators[0].config"),
+            (json!({ "batchSize": 0, "replicators": [] }), "batchSize"),
+        ];
+        for (cfg, path) in cases {
+            let e = parse(cfg.clone()).expect_err(&cfg.to_string());
+            assert!(e.path.starts_with(path), "{cfg}: got path {} ({e})", e.path);
+            assert!(!e.hint.is_empty());
+        }
+    }
+
+    #[test]
+    fn duplicate_ids_are_rejected_and_defaults_are_unique() {
+        let two = json!({ "replicators": [
+            { "driver": "s3db", "resources": ["u"], "config": { "connectionString": "memory://a" } },
+            { "driver": "s3db", "resources": ["u"], "config": { "connectionString": "memory://b" } }
+        ]});
+        let c = parse(two).unwrap();
+        assert_eq!(c.replicators[0].id, "s3db-1");
+        assert_eq!(c.replicators[1].id, "s3db-2");
+        let dup = json!({ "replicators": [
+            { "id": "x", "driver": "s3db", "resources": ["u"], "config": { "connectionString": "memory://a" } },
+            { "id": "x", "driver": "s3db", "resources": ["u"], "config": { "connectionString": "memory://b" } }
+        ]});
+        assert_eq!(parse(dup).unwrap_err().path, "replicators[1].id");
+    }
+}

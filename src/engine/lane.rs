@@ -1,0 +1,344 @@
+//! One ordered lane of one replicator: collect a micro-batch, run the route callbacks, write
+//! with retries, isolate poison records, report outcomes. FIFO end to end, so changes of one
+//! record (which always land in the same lane) are applied in the order they were made.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::{timeout, Instant};
+
+use super::{now_ms, CallbackCall, Delivery, Outcome, OutcomeStatus, Replicator, Shared};
+use crate::error::{ErrorCode, SinkError};
+use crate::event::Change;
+use crate::sinks::BatchOutcome;
+
+pub(crate) struct LaneHandle {
+    tx: mpsc::UnboundedSender<Delivery>,
+    enqueued: AtomicU64,
+    settled: AtomicU64,
+}
+
+impl LaneHandle {
+    pub(super) fn new(tx: mpsc::UnboundedSender<Delivery>) -> Self {
+        Self { tx, enqueued: AtomicU64::new(0), settled: AtomicU64::new(0) }
+    }
+    pub(super) fn send(&self, d: Delivery) {
+        self.enqueued.fetch_add(1, SeqCst);
+        if self.tx.send(d).is_err() {
+            // The lane is gone (stop deadline passed): count it settled so flush never hangs.
+            self.settled.fetch_add(1, SeqCst);
+        }
+    }
+    pub(super) fn enqueued(&self) -> u64 {
+        self.enqueued.load(SeqCst)
+    }
+    pub(super) fn settled(&self) -> u64 {
+        self.settled.load(SeqCst)
+    }
+    pub(super) fn queued(&self) -> u64 {
+        self.enqueued().saturating_sub(self.settled())
+    }
+}
+
+/// The result of writing one change: attempts used, and the error if it failed.
+type WriteResult = (u32, Option<SinkError>);
+
+pub(super) async fn run(shared: Arc<Shared>, rep: usize, lane: usize, mut rx: mpsc::UnboundedReceiver<Delivery>) {
+    let r = &shared.replicators[rep];
+    let max = shared.config.batch_size.min(r.sink.max_batch_size()).max(1);
+    let linger = Duration::from_millis(shared.config.linger_ms);
+    let mut cancel = shared.cancel.clone();
+    let _span = tracing::debug_span!("lane", replicator = %r.id, lane).entered();
+    drop(_span);
+    loop {
+        let first = tokio::select! {
+            d = rx.recv() => match d { Some(d) => d, None => break },
+            _ = cancel.changed() => break,
+        };
+        let mut batch = vec![first];
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(d) => batch.push(d),
+                Err(_) => break,
+            }
+        }
+        if batch.len() < max && !linger.is_zero() {
+            let until = Instant::now() + linger;
+            while batch.len() < max {
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(d)) => batch.push(d),
+                    _ => break,
+                }
+            }
+        }
+        let n = batch.len() as u64;
+        let outcomes = tokio::select! {
+            o = process(&shared, r, &batch) => o,
+            _ = cancel.changed() => stopped_outcomes(r, &batch),
+        };
+        r.lanes[lane].settled.fetch_add(n, SeqCst);
+        shared.host.emit(outcomes, shared.pending());
+        shared.progress.notify_waiters();
+        if *cancel.borrow() {
+            break;
+        }
+    }
+    // Cancelled at the stop deadline: whatever is still queued is reported, never silently lost.
+    rx.close();
+    let mut rest = Vec::new();
+    while let Ok(d) = rx.try_recv() {
+        rest.push(d);
+    }
+    if !rest.is_empty() {
+        let n = rest.len() as u64;
+        let outcomes = stopped_outcomes(r, &rest);
+        r.lanes[lane].settled.fetch_add(n, SeqCst);
+        shared.host.emit(outcomes, shared.pending());
+    }
+    shared.progress.notify_waiters();
+}
+
+fn stopped_outcomes(r: &Replicator, batch: &[Delivery]) -> Vec<Outcome> {
+    let err = SinkError::retryable("the plugin was stopped before this change could be delivered");
+    batch.iter().map(|d| outcome(r, d, OutcomeStatus::Failed, 0, Some((&err, ErrorCode::Stopped)))).collect()
+}
+
+fn outcome(r: &Replicator, d: &Delivery, status: OutcomeStatus, attempts: u32, error: Option<(&SinkError, ErrorCode)>) -> Outcome {
+    let route = &r.routes[d.route];
+    match status {
+        OutcomeStatus::Replicated => Metrics::add(&r.metrics.delivered, 1),
+        OutcomeStatus::Failed => Metrics::add(&r.metrics.failed, 1),
+        OutcomeStatus::Skipped => Metrics::add(&r.metrics.skipped, 1),
+    }
+    if let Some((e, _)) = error {
+        if let Ok(mut last) = r.metrics.last_error.lock() {
+            *last = Some(e.message.clone());
+        }
+    }
+    Outcome {
+        replicator: r.id.clone(),
+        resource_name: d.event.resource.clone(),
+        destination: route.dest.clone(),
+        operation: d.event.op,
+        record_id: d.event.id.clone(),
+        status,
+        duration: d.event.accepted_at.elapsed().as_secs_f64() * 1000.0,
+        attempts,
+        error: error.map(|(e, _)| e.message.clone()),
+        code: error.map(|(_, c)| c.as_str()),
+        data: error.map(|_| d.event.data.clone()),
+        ticket: d.ticket,
+    }
+}
+
+use super::metrics::Metrics;
+
+/// What happens to each delivery before the write.
+enum Prepared {
+    Write(Change),
+    Skip,
+    Fail(SinkError, ErrorCode),
+}
+
+async fn process(shared: &Shared, r: &Replicator, batch: &[Delivery]) -> Vec<Outcome> {
+    Metrics::add(&r.metrics.batches, 1);
+    let prepared = prepare(shared, r, batch).await;
+    let mut changes = Vec::new();
+    let mut slots = Vec::new();
+    for (i, p) in prepared.iter().enumerate() {
+        if let Prepared::Write(c) = p {
+            changes.push(c.clone());
+            slots.push(i);
+        }
+    }
+    let mut written: Vec<Option<WriteResult>> = vec![None; batch.len()];
+    if !changes.is_empty() {
+        let results = write(shared, r, changes).await;
+        for (slot, res) in slots.into_iter().zip(results) {
+            written[slot] = Some(res);
+        }
+    }
+    let mut out = Vec::with_capacity(batch.len());
+    let mut delivered_any = false;
+    for (i, (d, p)) in batch.iter().zip(&prepared).enumerate() {
+        out.push(match p {
+            Prepared::Skip => outcome(r, d, OutcomeStatus::Skipped, 0, None),
+            Prepared::Fail(e, code) => outcome(r, d, OutcomeStatus::Failed, 0, Some((e, *code))),
+            Prepared::Write(_) => match &written[i] {
+                Some((attempts, None)) => {
+                    delivered_any = true;
+                    outcome(r, d, OutcomeStatus::Replicated, *attempts, None)
+                }
+                Some((attempts, Some(e))) => {
+                    tracing::error!(message = "Change failed.", replicator = %r.id, resource = %d.event.resource, id = %d.event.id, attempts, error = %e);
+                    outcome(r, d, OutcomeStatus::Failed, *attempts, Some((e, if e.message.starts_with("timed out") { ErrorCode::Timeout } else { e.code() })))
+                }
+                None => outcome(r, d, OutcomeStatus::Failed, 0, Some((&SinkError::retryable("internal: no write result"), ErrorCode::Internal))),
+            },
+        });
+    }
+    if delivered_any {
+        r.metrics.last_success_ms.store(now_ms(), Relaxed);
+    }
+    out
+}
+
+/// Runs `shouldReplicate` and `transform` for the batch in one host call, and builds the changes.
+async fn prepare(shared: &Shared, r: &Replicator, batch: &[Delivery]) -> Vec<Prepared> {
+    let mut calls = Vec::new();
+    let mut call_of = vec![None; batch.len()];
+    for (i, d) in batch.iter().enumerate() {
+        let route = &r.routes[d.route];
+        if route.transform.is_some() || route.should_replicate.is_some() {
+            call_of[i] = Some(calls.len());
+            calls.push(CallbackCall { should_replicate: route.should_replicate, transform: route.transform, action: d.event.op, data: &d.event.data });
+        }
+    }
+    let results = if calls.is_empty() {
+        Ok(Vec::new())
+    } else {
+        match timeout(Duration::from_millis(shared.config.timeout_ms), shared.host.run_callbacks(&calls)).await {
+            Ok(Ok(res)) if res.len() == calls.len() => Ok(res),
+            Ok(Ok(res)) => Err(format!("callbacks returned {} results for {} records", res.len(), calls.len())),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(format!("transform/shouldReplicate did not finish within {} ms", shared.config.timeout_ms)),
+        }
+    };
+    batch
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let route = &r.routes[d.route];
+            let data = match (call_of[i], &results) {
+                (None, _) => d.event.data.clone(),
+                (Some(_), Err(e)) => return Prepared::Fail(SinkError::permanent(format!("Transform function failed for resource '{}': {e}", d.event.resource)), ErrorCode::Transform),
+                (Some(c), Ok(res)) => {
+                    let res = &res[c];
+                    if let Some(e) = &res.error {
+                        return Prepared::Fail(SinkError::permanent(format!("Transform function failed for resource '{}': {e}", d.event.resource)), ErrorCode::Transform);
+                    }
+                    if res.skip {
+                        return Prepared::Skip;
+                    }
+                    match &res.data {
+                        Some(Value::Object(map)) => {
+                            let mut map = map.clone();
+                            // A transform that drops `id` keeps the record's identity.
+                            if !map.contains_key("id") {
+                                map.insert("id".into(), Value::String(d.event.id.clone()));
+                            }
+                            Value::Object(map)
+                        }
+                        // `shouldReplicate` only: deliver the record as it was.
+                        None => d.event.data.clone(),
+                        Some(_) => return Prepared::Fail(SinkError::permanent("transform must return an object"), ErrorCode::Transform),
+                    }
+                }
+            };
+            Prepared::Write(Change {
+                seq: d.event.seq,
+                op: d.event.op,
+                resource: d.event.resource.clone(),
+                dest: route.dest.clone(),
+                id: d.event.id.clone(),
+                data,
+                before: d.event.before.clone(),
+                ts_ms: d.event.ts_ms,
+            })
+        })
+        .collect()
+}
+
+/// Writes changes with retries. On a permanent error of a multi-change batch, splits it in
+/// halves to isolate the bad record(s), so the rest of the batch is still delivered.
+fn write<'a>(shared: &'a Shared, r: &'a Replicator, changes: Vec<Change>) -> Pin<Box<dyn Future<Output = Vec<WriteResult>> + Send + 'a>> {
+    Box::pin(async move {
+        let n = changes.len();
+        let mut results: Vec<Option<WriteResult>> = vec![None; n];
+        // Indexes (into `changes`) still to write, in order.
+        let mut todo: Vec<usize> = (0..n).collect();
+        let mut attempt = 0u32;
+        let limit = Duration::from_millis(shared.config.timeout_ms);
+        loop {
+            attempt += 1;
+            let current: Vec<Change> = if todo.len() == n { changes.clone() } else { todo.iter().map(|&i| changes[i].clone()).collect() };
+            let res = match timeout(limit, r.sink.write_batch(&current)).await {
+                Ok(res) => res,
+                Err(_) => Err(SinkError::retryable(format!("timed out after {} ms", shared.config.timeout_ms))),
+            };
+            match res {
+                Ok(BatchOutcome::Delivered) => {
+                    for &i in &todo {
+                        results[i] = Some((attempt, None));
+                    }
+                    break;
+                }
+                Ok(BatchOutcome::Partial(failed)) => {
+                    let mut failed_at = vec![None; todo.len()];
+                    for (k, e) in failed {
+                        if k < todo.len() {
+                            failed_at[k] = Some(e);
+                        }
+                    }
+                    let mut again = Vec::new();
+                    let mut wait_for: Option<SinkError> = None;
+                    for (k, &i) in todo.iter().enumerate() {
+                        match failed_at[k].take() {
+                            None => results[i] = Some((attempt, None)),
+                            Some(e) if r.policy.should_retry(attempt, &e) => {
+                                again.push(i);
+                                wait_for.get_or_insert(e);
+                            }
+                            Some(e) => results[i] = Some((attempt, Some(e))),
+                        }
+                    }
+                    if again.is_empty() {
+                        break;
+                    }
+                    Metrics::add(&r.metrics.retried, again.len() as u64);
+                    let e = wait_for.unwrap_or_else(|| SinkError::retryable("partial failure"));
+                    backoff(shared, r, attempt, &e).await;
+                    todo = again;
+                }
+                Err(e) if r.policy.should_retry(attempt, &e) => {
+                    tracing::warn!(message = "Retrying batch.", replicator = %r.id, attempt, events = todo.len(), error = %e);
+                    Metrics::add(&r.metrics.retried, todo.len() as u64);
+                    backoff(shared, r, attempt, &e).await;
+                }
+                Err(e) if !e.is_retryable() && todo.len() > 1 => {
+                    // A poison record: bisect so only the bad change(s) fail.
+                    let mid = todo.len() / 2;
+                    let left: Vec<Change> = todo[..mid].iter().map(|&i| changes[i].clone()).collect();
+                    let right: Vec<Change> = todo[mid..].iter().map(|&i| changes[i].clone()).collect();
+                    let lres = write(shared, r, left).await;
+                    let rres = write(shared, r, right).await;
+                    for (&i, (a, e)) in todo.iter().zip(lres.into_iter().chain(rres)) {
+                        results[i] = Some((a + attempt, e));
+                    }
+                    break;
+                }
+                Err(e) => {
+                    for &i in &todo {
+                        results[i] = Some((attempt, Some(e.clone())));
+                    }
+                    break;
+                }
+            }
+        }
+        results.into_iter().map(|r| r.unwrap_or((0, Some(SinkError::retryable("internal: change was not written"))))).collect()
+    })
+}
+
+async fn backoff(shared: &Shared, r: &Replicator, attempt: u32, e: &SinkError) {
+    let delay = r.policy.delay(attempt, e);
+    let mut cancel = shared.cancel.clone();
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = cancel.changed() => {}
+    }
+}

@@ -1,0 +1,67 @@
+//! Counters behind `getReplicatorStats()`. Atomics only: read from the JS thread, written by lanes.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+#[derive(Default)]
+pub struct Metrics {
+    pub received: AtomicU64,
+    pub delivered: AtomicU64,
+    pub failed: AtomicU64,
+    pub skipped: AtomicU64,
+    pub retried: AtomicU64,
+    pub batches: AtomicU64,
+    pub last_success_ms: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// A snapshot of one replicator's counters.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicatorStats {
+    pub id: String,
+    pub driver: String,
+    pub enabled: bool,
+    /// Changes routed to this replicator.
+    pub received: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    /// Dropped on purpose by `shouldReplicate` or a transform returning null.
+    pub skipped: u64,
+    /// Extra attempts after a failed write.
+    pub retried: u64,
+    pub batches: u64,
+    /// Accepted and not yet settled (delivered, failed or skipped).
+    pub queued: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Epoch milliseconds of the last successful write.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_sync: Option<u64>,
+}
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub fn snapshot(&self, id: &str, driver: &str, enabled: bool, queued: u64) -> ReplicatorStats {
+        let last = self.last_success_ms.load(Relaxed);
+        ReplicatorStats {
+            id: id.to_string(),
+            driver: driver.to_string(),
+            enabled,
+            received: self.received.load(Relaxed),
+            delivered: self.delivered.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            skipped: self.skipped.load(Relaxed),
+            retried: self.retried.load(Relaxed),
+            batches: self.batches.load(Relaxed),
+            queued,
+            last_error: self.last_error.lock().map(|e| e.clone()).unwrap_or(None),
+            last_sync: (last > 0).then_some(last),
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! The replication engine: accepts changes from the host, routes them to replicators, and
+//! runs one set of ordered lanes per replicator that batch, transform, write and retry.
+//!
+//! Flow: `push` (sync, cheap) → intake channel → router task (parse, clean, route) →
+//! per-replicator lane chosen by hash(destination, id) → batch → callbacks → sink → outcomes.
+//! A lane is FIFO, so one record's changes are applied in order; lanes run in parallel.
+
+mod host;
+mod lane;
+mod metrics;
+mod retry;
+mod router;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+
+pub use host::{CallbackCall, CallbackResult, Host, ItemResults, Outcome, OutcomeStatus};
+pub use metrics::ReplicatorStats;
+pub use retry::{RetryPolicy, Strategy};
+
+use crate::config::{EngineConfig, Route};
+use crate::error::{ConfigError, EngineError};
+use crate::event::{Op, SharedEvent};
+use crate::sinks::{Sink, SinkContext};
+use lane::LaneHandle;
+use metrics::Metrics;
+
+/// A change handed over by the host, not yet parsed.
+pub(crate) struct Intake {
+    resource: String,
+    op: Op,
+    json: String,
+    /// Only this replicator (full sync, `replicateBatch` to one target).
+    only: Option<usize>,
+    ticket: Option<u64>,
+}
+
+/// One routed change waiting in a lane.
+pub(crate) struct Delivery {
+    event: SharedEvent,
+    route: usize,
+    ticket: Option<u64>,
+}
+
+pub(crate) struct Replicator {
+    id: String,
+    driver: String,
+    enabled: AtomicBool,
+    routes: Vec<Route>,
+    by_source: HashMap<String, Vec<usize>>,
+    sink: Arc<dyn Sink>,
+    policy: RetryPolicy,
+    lanes: Vec<LaneHandle>,
+    metrics: Metrics,
+}
+
+impl Replicator {
+    fn queued(&self) -> u64 {
+        self.lanes.iter().map(LaneHandle::queued).sum()
+    }
+}
+
+pub(crate) struct Shared {
+    config: EngineConfig,
+    host: Arc<dyn Host>,
+    replicators: Vec<Replicator>,
+    /// Changes pushed, and changes the router has finished with (routed or rejected).
+    accepted: AtomicU64,
+    routed: AtomicU64,
+    /// Signalled whenever the router or a lane makes progress (flush, capacity waits).
+    progress: Notify,
+    cancel: watch::Receiver<bool>,
+}
+
+impl Shared {
+    fn pending(&self) -> u64 {
+        let intake = self.accepted.load(SeqCst).saturating_sub(self.routed.load(SeqCst));
+        intake + self.replicators.iter().map(Replicator::queued).sum::<u64>()
+    }
+
+    fn saturated(&self) -> bool {
+        let intake = self.accepted.load(SeqCst).saturating_sub(self.routed.load(SeqCst));
+        let cap = self.config.queue_capacity as u64;
+        intake > cap || self.replicators.iter().any(|r| r.queued() > cap)
+    }
+}
+
+/// How `stop()` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopReport {
+    /// Every accepted change was settled before the deadline.
+    pub drained: bool,
+    /// Changes given up at the deadline (reported failed with `ERR_STOPPED`).
+    pub abandoned: u64,
+}
+
+pub struct Engine {
+    shared: Arc<Shared>,
+    intake: Mutex<Option<mpsc::UnboundedSender<Intake>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    cancel: watch::Sender<bool>,
+    stopped: AtomicBool,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Engine {
+    /// Builds every sink and starts the router and lanes on the current tokio runtime.
+    pub fn start(config: EngineConfig, host: Arc<dyn Host>) -> Result<Self, EngineError> {
+        Self::start_with_sinks(config, host, Vec::new())
+    }
+
+    /// `start`, with ready-made sinks replacing the configured ones by position (tests).
+    pub fn start_with_sinks(config: EngineConfig, host: Arc<dyn Host>, sinks: Vec<Arc<dyn Sink>>) -> Result<Self, EngineError> {
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        let mut replicators = Vec::with_capacity(config.replicators.len());
+        let mut receivers = Vec::new();
+        for (index, rc) in config.replicators.iter().enumerate() {
+            let ctx = SinkContext { replicator_id: rc.id.clone(), host: host.clone(), timeout_ms: config.timeout_ms };
+            let prebuilt = if index < sinks.len() { Some(sinks[index].clone()) } else { None };
+            let sink = match prebuilt {
+                Some(s) => s,
+                None => rc.sink.build(&ctx).map_err(|mut e: ConfigError| {
+                e.path = format!("replicators[{index}].config{}", if e.path.is_empty() { String::new() } else { format!(".{}", e.path) });
+                e
+            })?,
+            };
+            let policy = sink.retry_policy().unwrap_or(RetryPolicy {
+                max_attempts: config.max_retries.max(1),
+                base: Duration::from_millis(config.retry_delay_ms),
+                max: Duration::from_millis(config.max_retry_delay_ms.max(config.retry_delay_ms)),
+                strategy: Strategy::Exponential,
+                jitter: true,
+            });
+            let mut lanes = Vec::with_capacity(config.concurrency);
+            for lane in 0..config.concurrency {
+                let (tx, rx) = mpsc::unbounded_channel();
+                lanes.push(LaneHandle::new(tx));
+                receivers.push((index, lane, rx));
+            }
+            let mut by_source: HashMap<String, Vec<usize>> = HashMap::new();
+            for (i, r) in rc.routes.iter().enumerate() {
+                by_source.entry(r.source.clone()).or_default().push(i);
+            }
+            replicators.push(Replicator {
+                id: rc.id.clone(),
+                driver: rc.driver.clone(),
+                enabled: AtomicBool::new(rc.enabled),
+                routes: rc.routes.clone(),
+                by_source,
+                sink,
+                policy,
+                lanes,
+                metrics: Metrics::default(),
+            });
+        }
+        let shared = Arc::new(Shared {
+            config,
+            host,
+            replicators,
+            accepted: AtomicU64::new(0),
+            routed: AtomicU64::new(0),
+            progress: Notify::new(),
+            cancel: cancel_rx,
+        });
+        let (intake_tx, intake_rx) = mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        for (rep, lane, rx) in receivers {
+            tasks.push(tokio::spawn(lane::run(shared.clone(), rep, lane, rx)));
+        }
+        tasks.push(tokio::spawn(router::run(shared.clone(), intake_rx)));
+        Ok(Self { shared, intake: Mutex::new(Some(intake_tx)), tasks: Mutex::new(tasks), cancel: cancel_tx, stopped: AtomicBool::new(false) })
+    }
+
+    /// Accepts one change. Never blocks; returns `true` when the engine holds more than
+    /// `queueCapacity` undelivered changes and the caller should `wait_for_capacity()`.
+    pub fn push(&self, resource: String, op: Op, json: String) -> Result<bool, EngineError> {
+        self.push_tagged(resource, op, json, None, None)
+    }
+
+    /// `push` restricted to one replicator, with a ticket echoed in the outcomes.
+    pub fn push_tagged(&self, resource: String, op: Op, json: String, only: Option<&str>, ticket: Option<u64>) -> Result<bool, EngineError> {
+        let only = match only {
+            Some(id) => Some(self.replicator_index(id)?),
+            None => None,
+        };
+        let guard = self.intake.lock().map_err(|_| EngineError::Stopped)?;
+        let tx = guard.as_ref().ok_or(EngineError::Stopped)?;
+        self.shared.accepted.fetch_add(1, SeqCst);
+        if tx.send(Intake { resource, op, json, only, ticket }).is_err() {
+            self.shared.accepted.fetch_sub(1, SeqCst);
+            return Err(EngineError::Stopped);
+        }
+        Ok(self.shared.saturated())
+    }
+
+    pub fn saturated(&self) -> bool {
+        self.shared.saturated()
+    }
+
+    /// Resolves once the engine is back under `queueCapacity`.
+    pub async fn wait_for_capacity(&self) {
+        loop {
+            let notified = self.shared.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.shared.saturated() || self.stopped.load(SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Resolves once every change accepted before the call is delivered, failed or skipped,
+    /// and the host has handled their outcomes.
+    pub async fn flush(&self) {
+        let target = self.shared.accepted.load(SeqCst);
+        self.wait_until(|s| s.routed.load(SeqCst) >= target).await;
+        let marks: Vec<Vec<u64>> = self.shared.replicators.iter().map(|r| r.lanes.iter().map(LaneHandle::enqueued).collect()).collect();
+        self.wait_until(|s| {
+            s.replicators.iter().zip(&marks).all(|(r, m)| r.lanes.iter().zip(m).all(|(l, &mark)| l.settled() >= mark))
+        })
+        .await;
+        self.shared.host.barrier().await;
+    }
+
+    async fn wait_until(&self, done: impl Fn(&Shared) -> bool) {
+        loop {
+            let notified = self.shared.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if done(&self.shared) || self.tasks_finished() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn tasks_finished(&self) -> bool {
+        self.tasks.lock().map(|t| t.iter().all(JoinHandle::is_finished)).unwrap_or(true)
+    }
+
+    /// Stops accepting changes and drains what is queued, for at most `deadline`. Whatever is
+    /// still undelivered then is reported failed with `ERR_STOPPED`.
+    pub async fn stop(&self, deadline: Duration) -> StopReport {
+        if self.stopped.swap(true, SeqCst) {
+            return StopReport { drained: true, abandoned: 0 };
+        }
+        if let Ok(mut intake) = self.intake.lock() {
+            intake.take();
+        }
+        let tasks: Vec<JoinHandle<()>> = self.tasks.lock().map(|mut t| t.drain(..).collect()).unwrap_or_default();
+        let pending_before = self.shared.pending();
+        let all = join_tasks(tasks);
+        tokio::pin!(all);
+        let drained = tokio::time::timeout(deadline, all.as_mut()).await.is_ok();
+        let mut abandoned = 0;
+        if !drained {
+            abandoned = self.shared.pending().min(pending_before);
+            let _ = self.cancel.send(true);
+            // Lanes notice the cancel between steps; give them a moment to report.
+            let _ = tokio::time::timeout(Duration::from_secs(5), all.as_mut()).await;
+        }
+        for r in &self.shared.replicators {
+            r.sink.close().await;
+        }
+        self.shared.host.barrier().await;
+        self.shared.progress.notify_waiters();
+        StopReport { drained, abandoned }
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(SeqCst)
+    }
+
+    fn replicator_index(&self, id: &str) -> Result<usize, EngineError> {
+        self.shared.replicators.iter().position(|r| r.id == id).ok_or_else(|| EngineError::UnknownReplicator(id.to_string()))
+    }
+
+    /// Enables or disables a replicator. Changes made while it is disabled are not queued for it.
+    pub fn set_enabled(&self, id: &str, enabled: bool) -> Result<(), EngineError> {
+        let i = self.replicator_index(id)?;
+        self.shared.replicators[i].enabled.store(enabled, SeqCst);
+        Ok(())
+    }
+
+    pub fn stats(&self) -> Vec<ReplicatorStats> {
+        self.shared
+            .replicators
+            .iter()
+            .map(|r| r.metrics.snapshot(&r.id, &r.driver, r.enabled.load(SeqCst), r.queued()))
+            .collect()
+    }
+
+    /// Undelivered changes, all replicators together (plus those not yet routed).
+    pub fn pending(&self) -> u64 {
+        self.shared.pending()
+    }
+
+    /// Checks every destination; `(replicator id, error)` for each that failed.
+    pub async fn healthcheck(&self) -> Vec<(String, String)> {
+        let mut bad = Vec::new();
+        for r in &self.shared.replicators {
+            if let Err(e) = r.sink.healthcheck().await {
+                bad.push((r.id.clone(), e.message));
+            }
+        }
+        bad
+    }
+}
+
+/// Awaits every task; a panicked task is logged, never propagated to the host.
+async fn join_tasks(tasks: Vec<JoinHandle<()>>) {
+    for t in tasks {
+        if let Err(error) = t.await {
+            if error.is_panic() {
+                tracing::error!(message = "Engine task panicked.", %error);
+            }
+        }
+    }
+}

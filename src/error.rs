@@ -1,0 +1,168 @@
+//! Error types of every layer, and the stable codes JavaScript sees as `err.code`.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Stable error codes, exposed to JavaScript as `error.code` (listed in `index.d.ts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    Config,
+    Transform,
+    SinkUnavailable,
+    SinkRejected,
+    Timeout,
+    Stopped,
+    Internal,
+}
+
+impl ErrorCode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Config => "ERR_CONFIG",
+            Self::Transform => "ERR_TRANSFORM",
+            Self::SinkUnavailable => "ERR_SINK_UNAVAILABLE",
+            Self::SinkRejected => "ERR_SINK_REJECTED",
+            Self::Timeout => "ERR_TIMEOUT",
+            Self::Stopped => "ERR_STOPPED",
+            Self::Internal => "ERR_INTERNAL",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A configuration that cannot run. `path` names the option (`replicators[1].config.url`),
+/// `reason` says what is wrong and `hint` how to fix it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct ConfigError {
+    pub path: String,
+    pub reason: String,
+    pub hint: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, reason: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self { path: path.into(), reason: reason.into(), hint: hint.into() }
+    }
+}
+
+/// How the engine should treat a failed write. Only a sink decides the kind; only
+/// `engine::retry` decides what to do with it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ErrorKind {
+    /// Transient (network, 5xx, timeout): retry with backoff.
+    Retryable,
+    /// The destination asked us to slow down; wait at least `retry_after` if it said so.
+    Throttled { retry_after: Option<Duration> },
+    /// Retrying cannot help (4xx, validation, constraint): fail the record.
+    Permanent,
+}
+
+/// A destination write that failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct SinkError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl SinkError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self { kind: ErrorKind::Retryable, message: message.into() }
+    }
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self { kind: ErrorKind::Permanent, message: message.into() }
+    }
+    pub fn throttled(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
+        Self { kind: ErrorKind::Throttled { retry_after }, message: message.into() }
+    }
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self.kind, ErrorKind::Permanent)
+    }
+    pub fn code(&self) -> ErrorCode {
+        match self.kind {
+            ErrorKind::Permanent => ErrorCode::SinkRejected,
+            _ => ErrorCode::SinkUnavailable,
+        }
+    }
+}
+
+/// Errors of the engine's public operations.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("the replication engine is stopped; create a new plugin instance to replicate again")]
+    Stopped,
+    #[error("replicator not found: {0}")]
+    UnknownReplicator(String),
+    #[error("could not read the change for resource '{resource}': {reason}")]
+    BadChange { resource: String, reason: String },
+}
+
+impl EngineError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Config(_) | Self::UnknownReplicator(_) | Self::BadChange { .. } => ErrorCode::Config,
+            Self::Stopped => ErrorCode::Stopped,
+        }
+    }
+}
+
+/// Removes credentials from anything that may hold a URL or connection string, so that
+/// no error message or log line ever echoes a password or token.
+pub fn redact(text: &str) -> String {
+    // scheme://user:password@host → scheme://user:***@host ; scheme://token@host → scheme://***@host
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find("://") {
+        let (head, tail) = rest.split_at(pos + 3);
+        out.push_str(head);
+        let end = tail.find(|c: char| c.is_whitespace() || c == '/' || c == '"' || c == '\'').unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(at) => {
+                let userinfo = &authority[..at];
+                match userinfo.find(':') {
+                    Some(colon) => {
+                        out.push_str(&userinfo[..colon]);
+                        out.push_str(":***");
+                    }
+                    None => out.push_str("***"),
+                }
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_and_tokens_in_urls() {
+        assert_eq!(redact("s3://KEY:SECRET@bucket/p"), "s3://KEY:***@bucket/p");
+        assert_eq!(redact("connect postgres://u:p%40ss@h:5432/db failed"), "connect postgres://u:***@h:5432/db failed");
+        assert_eq!(redact("libsql://tok@db.turso.io"), "libsql://***@db.turso.io");
+        assert_eq!(redact("memory://bucket/x"), "memory://bucket/x");
+        assert_eq!(redact("no url here"), "no url here");
+    }
+
+    #[test]
+    fn permanent_errors_are_not_retryable() {
+        assert!(!SinkError::permanent("bad").is_retryable());
+        assert!(SinkError::retryable("down").is_retryable());
+        assert!(SinkError::throttled("slow", None).is_retryable());
+        assert_eq!(SinkError::permanent("x").code().as_str(), "ERR_SINK_REJECTED");
+    }
+}

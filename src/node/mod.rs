@@ -1,0 +1,158 @@
+//! The Node-API binding: one class, `ReplicationEngine`, used by `plugin.js`.
+
+mod error;
+mod host;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use napi::bindgen_prelude::within_runtime_if_available;
+use napi_derive::napi;
+use serde_json::{json, Value};
+
+use crate::config::EngineConfig;
+use crate::engine::Engine;
+use crate::error::ErrorCode;
+use crate::event::Op;
+use error::{coded, Code};
+use host::{JsAsyncFn, JsEventFn, JsHost};
+
+/// A configuration problem, for the plugin's `ReplicatorError`.
+#[napi(object)]
+pub struct ConfigProblem {
+    /// The option at fault, e.g. `replicators[0].config.url`.
+    pub path: String,
+    pub reason: String,
+    pub hint: String,
+}
+
+/// Validates plugin options (JSON with functions replaced by `{ "$fn": id }`); `null` when valid.
+#[napi(catch_unwind)]
+pub fn check_config(options_json: String) -> Option<ConfigProblem> {
+    EngineConfig::from_json(&options_json).err().map(|e| ConfigProblem { path: e.path, reason: e.reason, hint: e.hint })
+}
+
+#[napi(object)]
+pub struct StopResult {
+    pub drained: bool,
+    pub abandoned: f64,
+}
+
+#[napi]
+pub struct ReplicationEngine {
+    engine: Arc<Engine>,
+    config: EngineConfig,
+}
+
+#[napi]
+impl ReplicationEngine {
+    /// Starts the engine. `callbacks(json)` runs transform/shouldReplicate, `deliver(json)`
+    /// writes to s3db destinations, `events(json)` receives outcomes.
+    #[napi(constructor, catch_unwind)]
+    pub fn new(
+        options_json: String,
+        #[napi(ts_arg_type = "(json: string) => Promise<string | null>")] callbacks: JsAsyncFn,
+        #[napi(ts_arg_type = "(json: string) => Promise<string | null>")] deliver: JsAsyncFn,
+        #[napi(ts_arg_type = "(json: string) => void")] events: JsEventFn,
+    ) -> napi::Result<Self, Code> {
+        let config = EngineConfig::from_json(&options_json).map_err(|e| coded(ErrorCode::Config, format!("{}: {} ({})", e.path, e.reason, e.hint)))?;
+        let host = Arc::new(JsHost { callbacks, deliver, events });
+        let engine = within_runtime_if_available(|| Engine::start(config.clone(), host))?;
+        Ok(Self { engine: Arc::new(engine), config })
+    }
+
+    /// Accepts one change (`op`: inserted | updated | deleted), the record as JSON. Returns
+    /// true when the engine is over `queueCapacity` and writers should `waitForCapacity()`.
+    #[napi(catch_unwind)]
+    pub fn push(&self, resource: String, op: String, json: String) -> napi::Result<bool, Code> {
+        let op = parse_op(&op)?;
+        Ok(self.engine.push(resource, op, json)?)
+    }
+
+    /// `push` for one replicator only, with a ticket echoed in the outcomes.
+    #[napi(catch_unwind)]
+    pub fn push_to(&self, resource: String, op: String, json: String, replicator: Option<String>, ticket: Option<f64>) -> napi::Result<bool, Code> {
+        let op = parse_op(&op)?;
+        Ok(self.engine.push_tagged(resource, op, json, replicator.as_deref(), ticket.map(|t| t as u64))?)
+    }
+
+    #[napi]
+    pub fn saturated(&self) -> bool {
+        self.engine.saturated()
+    }
+
+    #[napi]
+    pub async fn wait_for_capacity(&self) {
+        self.engine.wait_for_capacity().await
+    }
+
+    /// Resolves once every change accepted so far is delivered or failed.
+    #[napi]
+    pub async fn flush(&self) {
+        self.engine.flush().await
+    }
+
+    /// Stops accepting changes and drains for at most `deadlineMs` (default: the timeout option).
+    #[napi]
+    pub async fn stop(&self, deadline_ms: Option<u32>) -> StopResult {
+        let deadline = Duration::from_millis(deadline_ms.map(u64::from).unwrap_or(self.config.timeout_ms));
+        let report = self.engine.stop(deadline).await;
+        StopResult { drained: report.drained, abandoned: report.abandoned as f64 }
+    }
+
+    #[napi]
+    pub fn set_enabled(&self, replicator: String, enabled: bool) -> napi::Result<(), Code> {
+        Ok(self.engine.set_enabled(&replicator, enabled)?)
+    }
+
+    /// Per-replicator counters.
+    #[napi(ts_return_type = "import('./plugin').NativeReplicatorStats[]")]
+    pub fn stats(&self) -> Value {
+        serde_json::to_value(self.engine.stats()).unwrap_or(Value::Null)
+    }
+
+    /// Undelivered changes in total.
+    #[napi]
+    pub fn pending(&self) -> f64 {
+        self.engine.pending() as f64
+    }
+
+    /// Replicators with their routes and redacted configuration.
+    #[napi(ts_return_type = "import('./plugin').ReplicatorInfo[]")]
+    pub fn replicators(&self) -> Value {
+        let stats = self.engine.stats();
+        Value::Array(
+            self.config
+                .replicators
+                .iter()
+                .zip(stats)
+                .map(|(r, s)| {
+                    json!({
+                        "id": r.id,
+                        "driver": r.driver,
+                        "enabled": s.enabled,
+                        "resources": r.routes.iter().map(|route| json!({
+                            "source": route.source,
+                            "destination": route.dest,
+                            "actions": route.actions.as_ref().map(|a| { let mut v: Vec<&str> = a.iter().map(|o| o.as_str()).collect(); v.sort(); v }),
+                            "transform": route.transform.is_some(),
+                            "shouldReplicate": route.should_replicate.is_some(),
+                        })).collect::<Vec<_>>(),
+                        "config": r.sink.redacted(),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// Checks every destination; the replicators that failed, with their errors.
+    #[napi(ts_return_type = "Array<{ replicator: string, error: string }>")]
+    pub async fn healthcheck(&self) -> Value {
+        let bad = self.engine.healthcheck().await;
+        Value::Array(bad.into_iter().map(|(r, e)| json!({ "replicator": r, "error": e })).collect())
+    }
+}
+
+fn parse_op(op: &str) -> napi::Result<Op, Code> {
+    Op::parse(op).ok_or_else(|| coded(ErrorCode::Config, format!("unknown operation '{op}'; use inserted, updated or deleted")))
+}
