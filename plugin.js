@@ -212,7 +212,8 @@ export class ReplicatorPlugin extends Plugin {
     // s3db.js does not await event listeners, but it awaits after* hooks: when the engine is
     // over queueCapacity, the next write waits there, so memory stays bounded and nothing drops.
     const hook = (data) => (this._saturated ? this._waitForCapacity().then(() => data) : data);
-    const hooks = BACKPRESSURE_HOOKS.filter((event) => resource.addHook?.(event, hook));
+    const hooks = BACKPRESSURE_HOOKS.filter((event) => Array.isArray(resource.hooks?.[event]) && typeof resource.addHook === 'function');
+    for (const event of hooks) resource.addHook(event, hook);
     this._listeners.set(name, { resource, handlers, hook, hooks });
   }
 

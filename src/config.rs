@@ -136,8 +136,20 @@ pub struct EngineConfig {
 /// Drivers that the spec names and this version does not ship yet: a clear error beats
 /// "unknown driver" for a name the user copied from the documentation.
 const PLANNED_DRIVERS: &[&str] = &[
-    "sqs", "bigquery", "postgresql", "postgres", "mysql", "mariadb", "planetscale", "turso", "dynamodb", "mongodb", "csv",
-    "jsonl", "parquet", "excel",
+    "sqs",
+    "bigquery",
+    "postgresql",
+    "postgres",
+    "mysql",
+    "mariadb",
+    "planetscale",
+    "turso",
+    "dynamodb",
+    "mongodb",
+    "csv",
+    "jsonl",
+    "parquet",
+    "excel",
 ];
 
 impl EngineConfig {
@@ -171,7 +183,11 @@ impl EngineConfig {
                 "pass at least one: new ReplicatorPlugin({ replicators: [{ driver: 's3db', resources: ['users'], config: { connectionString: 'memory://backup' } }] })",
             ));
         }
-        let drivers: Vec<String> = opts.replicators.iter().map(|r| r.driver.clone().unwrap_or_default()).collect();
+        let drivers: Vec<String> = opts
+            .replicators
+            .iter()
+            .map(|r| r.driver.clone().unwrap_or_default())
+            .collect();
         let mut ids = HashSet::new();
         let mut replicators = Vec::with_capacity(opts.replicators.len());
         for (i, entry) in opts.replicators.into_iter().enumerate() {
@@ -211,7 +227,11 @@ fn range(name: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> 
     Ok(())
 }
 
-fn parse_replicator(i: usize, entry: ReplicatorEntry, drivers: &[String]) -> Result<ReplicatorConfig, ConfigError> {
+fn parse_replicator(
+    i: usize,
+    entry: ReplicatorEntry,
+    drivers: &[String],
+) -> Result<ReplicatorConfig, ConfigError> {
     let at = format!("replicators[{i}]");
     let driver = match entry.driver {
         Some(d) if !d.trim().is_empty() => d,
@@ -219,14 +239,19 @@ fn parse_replicator(i: usize, entry: ReplicatorEntry, drivers: &[String]) -> Res
             return Err(ConfigError::new(
                 format!("{at}.driver"),
                 "the replicator has no driver",
-                format!("name one, e.g. {{ driver: 's3db', ... }}; available: {}", SinkConfig::DRIVERS.join(", ")),
+                format!(
+                    "name one, e.g. {{ driver: 's3db', ... }}; available: {}",
+                    SinkConfig::DRIVERS.join(", ")
+                ),
             ))
         }
     };
     if PLANNED_DRIVERS.contains(&driver.as_str()) {
         return Err(ConfigError::new(
             format!("{at}.driver"),
-            format!("the '{driver}' driver is not available in this version of s3db-replicator yet"),
+            format!(
+                "the '{driver}' driver is not available in this version of s3db-replicator yet"
+            ),
             format!("available drivers: {}", SinkConfig::DRIVERS.join(", ")),
         ));
     }
@@ -239,22 +264,48 @@ fn parse_replicator(i: usize, entry: ReplicatorEntry, drivers: &[String]) -> Res
     }
     let id = match entry.id {
         Some(id) if !id.trim().is_empty() => id,
-        Some(_) => return Err(ConfigError::new(format!("{at}.id"), "the id is empty", "omit it or give a non-empty string")),
+        Some(_) => {
+            return Err(ConfigError::new(
+                format!("{at}.id"),
+                "the id is empty",
+                "omit it or give a non-empty string",
+            ))
+        }
         None => default_id(&driver, i, drivers),
     };
     let resources = entry.resources.unwrap_or(Value::Null);
     let routes = parse_resources(&format!("{at}.resources"), &resources)?;
-    let config = entry.config.unwrap_or_else(|| Value::Object(Default::default()));
+    let config = entry
+        .config
+        .unwrap_or_else(|| Value::Object(Default::default()));
     let sink = SinkConfig::parse(&driver, config).map_err(|mut e| {
-        e.path = format!("{at}.config{}", if e.path.is_empty() || e.path == "." { String::new() } else { format!(".{}", e.path) });
+        e.path = format!(
+            "{at}.config{}",
+            if e.path.is_empty() || e.path == "." {
+                String::new()
+            } else {
+                format!(".{}", e.path)
+            }
+        );
         e
     })?;
-    Ok(ReplicatorConfig { id, driver, enabled: entry.enabled, routes, sink })
+    Ok(ReplicatorConfig {
+        id,
+        driver,
+        enabled: entry.enabled,
+        routes,
+        sink,
+    })
 }
 
 /// `s3db` for the only s3db replicator; `s3db-2` for the second of two.
 fn default_id(driver: &str, index: usize, drivers: &[String]) -> String {
-    let same: Vec<usize> = drivers.iter().enumerate().filter(|(_, d)| d.as_str() == driver).map(|(i, _)| i).collect();
+    let same: Vec<usize> = drivers
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.as_str() == driver)
+        .map(|(i, _)| i)
+        .collect();
     if same.len() <= 1 {
         driver.to_string()
     } else {
@@ -271,7 +322,13 @@ fn fn_ref(value: &Value) -> Option<u32> {
     obj.get("$fn")?.as_u64().and_then(|n| u32::try_from(n).ok())
 }
 
-const ROUTE_KEYS: &[&str] = &["resource", "table", "transform", "actions", "shouldReplicate"];
+const ROUTE_KEYS: &[&str] = &[
+    "resource",
+    "table",
+    "transform",
+    "actions",
+    "shouldReplicate",
+];
 
 /// Parses the spec's five resource-mapping syntaxes into routes.
 pub fn parse_resources(at: &str, value: &Value) -> Result<Vec<Route>, ConfigError> {
@@ -281,7 +338,9 @@ pub fn parse_resources(at: &str, value: &Value) -> Result<Vec<Route>, ConfigErro
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
                 match item {
-                    Value::String(name) => routes.push(simple_route(&format!("{at}[{i}]"), name, name)?),
+                    Value::String(name) => {
+                        routes.push(simple_route(&format!("{at}[{i}]"), name, name)?)
+                    }
                     _ => {
                         return Err(ConfigError::new(
                             format!("{at}[{i}]"),
@@ -299,7 +358,11 @@ pub fn parse_resources(at: &str, value: &Value) -> Result<Vec<Route>, ConfigErro
                 match target {
                     Value::Array(targets) => {
                         if targets.is_empty() {
-                            return Err(ConfigError::new(here, "the destination list is empty", "list at least one destination, or remove the resource"));
+                            return Err(ConfigError::new(
+                                here,
+                                "the destination list is empty",
+                                "list at least one destination, or remove the resource",
+                            ));
                         }
                         for (j, t) in targets.iter().enumerate() {
                             routes.push(parse_target(&format!("{here}[{j}]"), source, t)?);
@@ -310,11 +373,27 @@ pub fn parse_resources(at: &str, value: &Value) -> Result<Vec<Route>, ConfigErro
                 }
             }
         }
-        Value::Null => return Err(ConfigError::new(at, "the replicator has no resources", hint_shapes)),
-        _ => return Err(ConfigError::new(at, "resources must be an array or an object", hint_shapes)),
+        Value::Null => {
+            return Err(ConfigError::new(
+                at,
+                "the replicator has no resources",
+                hint_shapes,
+            ))
+        }
+        _ => {
+            return Err(ConfigError::new(
+                at,
+                "resources must be an array or an object",
+                hint_shapes,
+            ))
+        }
     }
     if routes.is_empty() {
-        return Err(ConfigError::new(at, "no resources are configured", hint_shapes));
+        return Err(ConfigError::new(
+            at,
+            "no resources are configured",
+            hint_shapes,
+        ));
     }
     Ok(routes)
 }
@@ -322,12 +401,22 @@ pub fn parse_resources(at: &str, value: &Value) -> Result<Vec<Route>, ConfigErro
 fn simple_route(at: &str, source: &str, dest: &str) -> Result<Route, ConfigError> {
     check_name(at, source)?;
     check_name(at, dest)?;
-    Ok(Route { source: source.to_string(), dest: dest.to_string(), actions: None, transform: None, should_replicate: None })
+    Ok(Route {
+        source: source.to_string(),
+        dest: dest.to_string(),
+        actions: None,
+        transform: None,
+        should_replicate: None,
+    })
 }
 
 fn check_name(at: &str, name: &str) -> Result<(), ConfigError> {
     if name.trim().is_empty() {
-        return Err(ConfigError::new(at, "a resource name is empty", "use the resource's name as created in s3db.js"));
+        return Err(ConfigError::new(
+            at,
+            "a resource name is empty",
+            "use the resource's name as created in s3db.js",
+        ));
     }
     Ok(())
 }
@@ -352,11 +441,18 @@ fn parse_target(at: &str, source: &str, target: &Value) -> Result<Route, ConfigE
             let dest = match obj.get("resource").or_else(|| obj.get("table")) {
                 None | Some(Value::Null) => source.to_string(),
                 Some(Value::String(s)) => s.clone(),
-                Some(_) => return Err(ConfigError::new(format!("{at}.resource"), "expected a string", "name the destination resource, e.g. resource: 'people'")),
+                Some(_) => {
+                    return Err(ConfigError::new(
+                        format!("{at}.resource"),
+                        "expected a string",
+                        "name the destination resource, e.g. resource: 'people'",
+                    ))
+                }
             };
             let mut route = simple_route(at, source, &dest)?;
             route.transform = callback(&format!("{at}.transform"), obj.get("transform"))?;
-            route.should_replicate = callback(&format!("{at}.shouldReplicate"), obj.get("shouldReplicate"))?;
+            route.should_replicate =
+                callback(&format!("{at}.shouldReplicate"), obj.get("shouldReplicate"))?;
             route.actions = match obj.get("actions") {
                 None | Some(Value::Null) => None,
                 Some(Value::Array(list)) => {
@@ -372,11 +468,21 @@ fn parse_target(at: &str, source: &str, target: &Value) -> Result<Route, ConfigE
                         set.insert(op);
                     }
                     if set.is_empty() {
-                        return Err(ConfigError::new(format!("{at}.actions"), "the action list is empty", "list the actions to replicate, or omit actions for all of them"));
+                        return Err(ConfigError::new(
+                            format!("{at}.actions"),
+                            "the action list is empty",
+                            "list the actions to replicate, or omit actions for all of them",
+                        ));
                     }
                     Some(set)
                 }
-                Some(_) => return Err(ConfigError::new(format!("{at}.actions"), "expected an array", "e.g. actions: ['inserted', 'updated']")),
+                Some(_) => {
+                    return Err(ConfigError::new(
+                        format!("{at}.actions"),
+                        "expected an array",
+                        "e.g. actions: ['inserted', 'updated']",
+                    ))
+                }
             };
             Ok(route)
         }
@@ -391,7 +497,13 @@ fn parse_target(at: &str, source: &str, target: &Value) -> Result<Route, ConfigE
 fn callback(at: &str, value: Option<&Value>) -> Result<Option<u32>, ConfigError> {
     match value {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => fn_ref(v).map(Some).ok_or_else(|| ConfigError::new(at, "expected a function", "pass a function, e.g. (data) => ({ ...data })")),
+        Some(v) => fn_ref(v).map(Some).ok_or_else(|| {
+            ConfigError::new(
+                at,
+                "expected a function",
+                "pass a function, e.g. (data) => ({ ...data })",
+            )
+        }),
     }
 }
 
@@ -421,7 +533,10 @@ mod tests {
     fn minimal_config_parses_with_sane_defaults() {
         let c = parse(s3db(json!(["users"]))).unwrap();
         assert!(c.enabled);
-        assert_eq!((c.batch_size, c.max_retries, c.timeout_ms), (100, 3, 30_000));
+        assert_eq!(
+            (c.batch_size, c.max_retries, c.timeout_ms),
+            (100, 3, 30_000)
+        );
         assert!(c.queue_capacity >= 1_000 && c.concurrency >= 1);
         assert_eq!(c.replicators[0].id, "s3db");
         assert_eq!(c.replicators[0].routes[0].dest, "users");
@@ -458,16 +573,37 @@ mod tests {
     fn bad_configurations_name_the_option() {
         let cases = [
             (json!({ "replicators": [] }), "replicators"),
-            (json!({ "replicators": [{ "resources": ["u"] }] }), "replicators[0].driver"),
-            (json!({ "replicators": [{ "driver": "nope", "resources": ["u"] }] }), "replicators[0].driver"),
-            (json!({ "replicators": [{ "driver": "postgresql", "resources": ["u"] }] }), "replicators[0].driver"),
+            (
+                json!({ "replicators": [{ "resources": ["u"] }] }),
+                "replicators[0].driver",
+            ),
+            (
+                json!({ "replicators": [{ "driver": "nope", "resources": ["u"] }] }),
+                "replicators[0].driver",
+            ),
+            (
+                json!({ "replicators": [{ "driver": "postgresql", "resources": ["u"] }] }),
+                "replicators[0].driver",
+            ),
             (s3db(json!([])), "replicators[0].resources"),
             (s3db(json!({})), "replicators[0].resources"),
             (s3db(json!("users")), "replicators[0].resources"),
-            (s3db(json!({ "u": { "actions": ["upserted"] } })), "replicators[0].resources.u.actions[0]"),
-            (s3db(json!({ "u": { "resorce": "x" } })), "replicators[0].resources.u.resorce"),
-            (s3db(json!({ "u": { "transform": "x" } })), "replicators[0].resources.u.transform"),
-            (json!({ "replicators": [{ "driver": "s3db", "resources": ["u"] }] }), "replicators[0].config"),
+            (
+                s3db(json!({ "u": { "actions": ["upserted"] } })),
+                "replicators[0].resources.u.actions[0]",
+            ),
+            (
+                s3db(json!({ "u": { "resorce": "x" } })),
+                "replicators[0].resources.u.resorce",
+            ),
+            (
+                s3db(json!({ "u": { "transform": "x" } })),
+                "replicators[0].resources.u.transform",
+            ),
+            (
+                json!({ "replicators": [{ "driver": "s3db", "resources": ["u"] }] }),
+                "replicators[0].config",
+            ),
             (json!({ "batchSize": 0, "replicators": [] }), "batchSize"),
         ];
         for (cfg, path) in cases {

@@ -46,8 +46,16 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub fn new(path: impl Into<String>, reason: impl Into<String>, hint: impl Into<String>) -> Self {
-        Self { path: path.into(), reason: reason.into(), hint: hint.into() }
+    pub fn new(
+        path: impl Into<String>,
+        reason: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
+        Self {
+            path: path.into(),
+            reason: reason.into(),
+            hint: hint.into(),
+        }
     }
 }
 
@@ -73,13 +81,22 @@ pub struct SinkError {
 
 impl SinkError {
     pub fn retryable(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Retryable, message: message.into() }
+        Self {
+            kind: ErrorKind::Retryable,
+            message: message.into(),
+        }
     }
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Permanent, message: message.into() }
+        Self {
+            kind: ErrorKind::Permanent,
+            message: message.into(),
+        }
     }
     pub fn throttled(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
-        Self { kind: ErrorKind::Throttled { retry_after }, message: message.into() }
+        Self {
+            kind: ErrorKind::Throttled { retry_after },
+            message: message.into(),
+        }
     }
     pub fn is_retryable(&self) -> bool {
         !matches!(self.kind, ErrorKind::Permanent)
@@ -108,7 +125,9 @@ pub enum EngineError {
 impl EngineError {
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Config(_) | Self::UnknownReplicator(_) | Self::BadChange { .. } => ErrorCode::Config,
+            Self::Config(_) | Self::UnknownReplicator(_) | Self::BadChange { .. } => {
+                ErrorCode::Config
+            }
             Self::Stopped => ErrorCode::Stopped,
         }
     }
@@ -123,7 +142,9 @@ pub fn redact(text: &str) -> String {
     while let Some(pos) = rest.find("://") {
         let (head, tail) = rest.split_at(pos + 3);
         out.push_str(head);
-        let end = tail.find(|c: char| c.is_whitespace() || c == '/' || c == '"' || c == '\'').unwrap_or(tail.len());
+        let end = tail
+            .find(|c: char| c.is_whitespace() || c == '/' || c == '"' || c == '\'')
+            .unwrap_or(tail.len());
         let authority = &tail[..end];
         match authority.rfind('@') {
             Some(at) => {
@@ -152,8 +173,14 @@ mod tests {
     #[test]
     fn redacts_passwords_and_tokens_in_urls() {
         assert_eq!(redact("s3://KEY:SECRET@bucket/p"), "s3://KEY:***@bucket/p");
-        assert_eq!(redact("connect postgres://u:p%40ss@h:5432/db failed"), "connect postgres://u:***@h:5432/db failed");
-        assert_eq!(redact("libsql://tok@db.turso.io"), "libsql://***@db.turso.io");
+        assert_eq!(
+            redact("connect postgres://u:p%40ss@h:5432/db failed"),
+            "connect postgres://u:***@h:5432/db failed"
+        );
+        assert_eq!(
+            redact("libsql://tok@db.turso.io"),
+            "libsql://***@db.turso.io"
+        );
         assert_eq!(redact("memory://bucket/x"), "memory://bucket/x");
         assert_eq!(redact("no url here"), "no url here");
     }
@@ -163,6 +190,9 @@ mod tests {
         assert!(!SinkError::permanent("bad").is_retryable());
         assert!(SinkError::retryable("down").is_retryable());
         assert!(SinkError::throttled("slow", None).is_retryable());
-        assert_eq!(SinkError::permanent("x").code().as_str(), "ERR_SINK_REJECTED");
+        assert_eq!(
+            SinkError::permanent("x").code().as_str(),
+            "ERR_SINK_REJECTED"
+        );
     }
 }

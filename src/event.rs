@@ -137,7 +137,9 @@ mod tests {
 
     #[test]
     fn clean_record_requires_an_id() {
-        assert!(clean_record(json!({"name": "x"})).unwrap_err().contains("'id'"));
+        assert!(clean_record(json!({"name": "x"}))
+            .unwrap_err()
+            .contains("'id'"));
         assert!(clean_record(json!([1])).is_err());
         assert_eq!(clean_record(json!({"id": 7})).unwrap().0, "7");
     }

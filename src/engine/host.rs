@@ -75,12 +75,16 @@ pub type ItemResults = Vec<Option<SinkError>>;
 pub trait Host: Send + Sync + 'static {
     /// Runs `shouldReplicate` / `transform` for a batch of records, one result per call.
     /// An `Err` fails every record of the call (the host itself broke, not one callback).
-    async fn run_callbacks(&self, calls: &[CallbackCall<'_>]) -> Result<Vec<CallbackResult>, String>;
+    async fn run_callbacks(
+        &self,
+        calls: &[CallbackCall<'_>],
+    ) -> Result<Vec<CallbackResult>, String>;
 
     /// Writes changes to a destination that only JavaScript can reach (an s3db Database).
     /// Changes of one record must be applied in order; once one fails, later changes of the
     /// same record must not be applied (they are reported failed too).
-    async fn deliver(&self, replicator: &str, changes: &[Change]) -> Result<ItemResults, SinkError>;
+    async fn deliver(&self, replicator: &str, changes: &[Change])
+        -> Result<ItemResults, SinkError>;
 
     /// Reports outcomes; must not block. `pending` is the engine's undelivered count.
     fn emit(&self, outcomes: Vec<Outcome>, pending: u64);

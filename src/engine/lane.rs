@@ -25,7 +25,11 @@ pub(crate) struct LaneHandle {
 
 impl LaneHandle {
     pub(super) fn new(tx: mpsc::UnboundedSender<Delivery>) -> Self {
-        Self { tx, enqueued: AtomicU64::new(0), settled: AtomicU64::new(0) }
+        Self {
+            tx,
+            enqueued: AtomicU64::new(0),
+            settled: AtomicU64::new(0),
+        }
     }
     pub(super) fn send(&self, d: Delivery) {
         self.enqueued.fetch_add(1, SeqCst);
@@ -48,17 +52,32 @@ impl LaneHandle {
 /// The result of writing one change: attempts used, and the error if it failed.
 type WriteResult = (u32, Option<SinkError>);
 
-pub(super) async fn run(shared: Arc<Shared>, rep: usize, lane: usize, mut rx: mpsc::UnboundedReceiver<Delivery>) {
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    rep: usize,
+    lane: usize,
+    mut rx: mpsc::UnboundedReceiver<Delivery>,
+) {
     let r = &shared.replicators[rep];
     let max = shared.config.batch_size.min(r.sink.max_batch_size()).max(1);
     let linger = Duration::from_millis(shared.config.linger_ms);
     let mut cancel = shared.cancel.clone();
+    let mut drain = shared.drain.clone();
     let _span = tracing::debug_span!("lane", replicator = %r.id, lane).entered();
     drop(_span);
     loop {
         let first = tokio::select! {
-            d = rx.recv() => match d { Some(d) => d, None => break },
+            biased;
+            d = rx.recv() => match d {
+                Some(d) => d,
+                None => break,
+            },
             _ = cancel.changed() => break,
+            // Stopping: the router is done, so an empty queue stays empty.
+            _ = drain.wait_for(|draining| *draining) => match rx.try_recv() {
+                Ok(d) => d,
+                Err(_) => break,
+            },
         };
         let mut batch = vec![first];
         while batch.len() < max {
@@ -105,10 +124,27 @@ pub(super) async fn run(shared: Arc<Shared>, rep: usize, lane: usize, mut rx: mp
 
 fn stopped_outcomes(r: &Replicator, batch: &[Delivery]) -> Vec<Outcome> {
     let err = SinkError::retryable("the plugin was stopped before this change could be delivered");
-    batch.iter().map(|d| outcome(r, d, OutcomeStatus::Failed, 0, Some((&err, ErrorCode::Stopped)))).collect()
+    batch
+        .iter()
+        .map(|d| {
+            outcome(
+                r,
+                d,
+                OutcomeStatus::Failed,
+                0,
+                Some((&err, ErrorCode::Stopped)),
+            )
+        })
+        .collect()
 }
 
-fn outcome(r: &Replicator, d: &Delivery, status: OutcomeStatus, attempts: u32, error: Option<(&SinkError, ErrorCode)>) -> Outcome {
+fn outcome(
+    r: &Replicator,
+    d: &Delivery,
+    status: OutcomeStatus,
+    attempts: u32,
+    error: Option<(&SinkError, ErrorCode)>,
+) -> Outcome {
     let route = &r.routes[d.route];
     match status {
         OutcomeStatus::Replicated => Metrics::add(&r.metrics.delivered, 1),
@@ -196,17 +232,34 @@ async fn prepare(shared: &Shared, r: &Replicator, batch: &[Delivery]) -> Vec<Pre
         let route = &r.routes[d.route];
         if route.transform.is_some() || route.should_replicate.is_some() {
             call_of[i] = Some(calls.len());
-            calls.push(CallbackCall { should_replicate: route.should_replicate, transform: route.transform, action: d.event.op, data: &d.event.data });
+            calls.push(CallbackCall {
+                should_replicate: route.should_replicate,
+                transform: route.transform,
+                action: d.event.op,
+                data: &d.event.data,
+            });
         }
     }
     let results = if calls.is_empty() {
         Ok(Vec::new())
     } else {
-        match timeout(Duration::from_millis(shared.config.timeout_ms), shared.host.run_callbacks(&calls)).await {
+        match timeout(
+            Duration::from_millis(shared.config.timeout_ms),
+            shared.host.run_callbacks(&calls),
+        )
+        .await
+        {
             Ok(Ok(res)) if res.len() == calls.len() => Ok(res),
-            Ok(Ok(res)) => Err(format!("callbacks returned {} results for {} records", res.len(), calls.len())),
+            Ok(Ok(res)) => Err(format!(
+                "callbacks returned {} results for {} records",
+                res.len(),
+                calls.len()
+            )),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(format!("transform/shouldReplicate did not finish within {} ms", shared.config.timeout_ms)),
+            Err(_) => Err(format!(
+                "transform/shouldReplicate did not finish within {} ms",
+                shared.config.timeout_ms
+            )),
         }
     };
     batch
@@ -216,11 +269,25 @@ async fn prepare(shared: &Shared, r: &Replicator, batch: &[Delivery]) -> Vec<Pre
             let route = &r.routes[d.route];
             let data = match (call_of[i], &results) {
                 (None, _) => d.event.data.clone(),
-                (Some(_), Err(e)) => return Prepared::Fail(SinkError::permanent(format!("Transform function failed for resource '{}': {e}", d.event.resource)), ErrorCode::Transform),
+                (Some(_), Err(e)) => {
+                    return Prepared::Fail(
+                        SinkError::permanent(format!(
+                            "Transform function failed for resource '{}': {e}",
+                            d.event.resource
+                        )),
+                        ErrorCode::Transform,
+                    )
+                }
                 (Some(c), Ok(res)) => {
                     let res = &res[c];
                     if let Some(e) = &res.error {
-                        return Prepared::Fail(SinkError::permanent(format!("Transform function failed for resource '{}': {e}", d.event.resource)), ErrorCode::Transform);
+                        return Prepared::Fail(
+                            SinkError::permanent(format!(
+                                "Transform function failed for resource '{}': {e}",
+                                d.event.resource
+                            )),
+                            ErrorCode::Transform,
+                        );
                     }
                     if res.skip {
                         return Prepared::Skip;
@@ -236,7 +303,12 @@ async fn prepare(shared: &Shared, r: &Replicator, batch: &[Delivery]) -> Vec<Pre
                         }
                         // `shouldReplicate` only: deliver the record as it was.
                         None => d.event.data.clone(),
-                        Some(_) => return Prepared::Fail(SinkError::permanent("transform must return an object"), ErrorCode::Transform),
+                        Some(_) => {
+                            return Prepared::Fail(
+                                SinkError::permanent("transform must return an object"),
+                                ErrorCode::Transform,
+                            )
+                        }
                     }
                 }
             };
@@ -256,7 +328,11 @@ async fn prepare(shared: &Shared, r: &Replicator, batch: &[Delivery]) -> Vec<Pre
 
 /// Writes changes with retries. On a permanent error of a multi-change batch, splits it in
 /// halves to isolate the bad record(s), so the rest of the batch is still delivered.
-fn write<'a>(shared: &'a Shared, r: &'a Replicator, changes: Vec<Change>) -> Pin<Box<dyn Future<Output = Vec<WriteResult>> + Send + 'a>> {
+fn write<'a>(
+    shared: &'a Shared,
+    r: &'a Replicator,
+    changes: Vec<Change>,
+) -> Pin<Box<dyn Future<Output = Vec<WriteResult>> + Send + 'a>> {
     Box::pin(async move {
         let n = changes.len();
         let mut results: Vec<Option<WriteResult>> = vec![None; n];
@@ -266,10 +342,17 @@ fn write<'a>(shared: &'a Shared, r: &'a Replicator, changes: Vec<Change>) -> Pin
         let limit = Duration::from_millis(shared.config.timeout_ms);
         loop {
             attempt += 1;
-            let current: Vec<Change> = if todo.len() == n { changes.clone() } else { todo.iter().map(|&i| changes[i].clone()).collect() };
+            let current: Vec<Change> = if todo.len() == n {
+                changes.clone()
+            } else {
+                todo.iter().map(|&i| changes[i].clone()).collect()
+            };
             let res = match timeout(limit, r.sink.write_batch(&current)).await {
                 Ok(res) => res,
-                Err(_) => Err(SinkError::retryable(format!("timed out after {} ms", shared.config.timeout_ms))),
+                Err(_) => Err(SinkError::retryable(format!(
+                    "timed out after {} ms",
+                    shared.config.timeout_ms
+                ))),
             };
             match res {
                 Ok(BatchOutcome::Delivered) => {
@@ -313,8 +396,10 @@ fn write<'a>(shared: &'a Shared, r: &'a Replicator, changes: Vec<Change>) -> Pin
                 Err(e) if !e.is_retryable() && todo.len() > 1 => {
                     // A poison record: bisect so only the bad change(s) fail.
                     let mid = todo.len() / 2;
-                    let left: Vec<Change> = todo[..mid].iter().map(|&i| changes[i].clone()).collect();
-                    let right: Vec<Change> = todo[mid..].iter().map(|&i| changes[i].clone()).collect();
+                    let left: Vec<Change> =
+                        todo[..mid].iter().map(|&i| changes[i].clone()).collect();
+                    let right: Vec<Change> =
+                        todo[mid..].iter().map(|&i| changes[i].clone()).collect();
                     let lres = write(shared, r, left).await;
                     let rres = write(shared, r, right).await;
                     for (&i, (a, e)) in todo.iter().zip(lres.into_iter().chain(rres)) {
@@ -330,7 +415,15 @@ fn write<'a>(shared: &'a Shared, r: &'a Replicator, changes: Vec<Change>) -> Pin
                 }
             }
         }
-        results.into_iter().map(|r| r.unwrap_or((0, Some(SinkError::retryable("internal: change was not written"))))).collect()
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or((
+                    0,
+                    Some(SinkError::retryable("internal: change was not written")),
+                ))
+            })
+            .collect()
     })
 }
 

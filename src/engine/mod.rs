@@ -75,16 +75,24 @@ pub(crate) struct Shared {
     /// Signalled whenever the router or a lane makes progress (flush, capacity waits).
     progress: Notify,
     cancel: watch::Receiver<bool>,
+    /// Set once the router has finished on `stop()`: lanes exit when their queue is empty.
+    drain: watch::Receiver<bool>,
 }
 
 impl Shared {
     fn pending(&self) -> u64 {
-        let intake = self.accepted.load(SeqCst).saturating_sub(self.routed.load(SeqCst));
+        let intake = self
+            .accepted
+            .load(SeqCst)
+            .saturating_sub(self.routed.load(SeqCst));
         intake + self.replicators.iter().map(Replicator::queued).sum::<u64>()
     }
 
     fn saturated(&self) -> bool {
-        let intake = self.accepted.load(SeqCst).saturating_sub(self.routed.load(SeqCst));
+        let intake = self
+            .accepted
+            .load(SeqCst)
+            .saturating_sub(self.routed.load(SeqCst));
         let cap = self.config.queue_capacity as u64;
         intake > cap || self.replicators.iter().any(|r| r.queued() > cap)
     }
@@ -102,13 +110,18 @@ pub struct StopReport {
 pub struct Engine {
     shared: Arc<Shared>,
     intake: Mutex<Option<mpsc::UnboundedSender<Intake>>>,
+    router: Mutex<Option<JoinHandle<()>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     cancel: watch::Sender<bool>,
+    drain: watch::Sender<bool>,
     stopped: AtomicBool,
 }
 
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Engine {
@@ -118,19 +131,39 @@ impl Engine {
     }
 
     /// `start`, with ready-made sinks replacing the configured ones by position (tests).
-    pub fn start_with_sinks(config: EngineConfig, host: Arc<dyn Host>, sinks: Vec<Arc<dyn Sink>>) -> Result<Self, EngineError> {
+    pub fn start_with_sinks(
+        config: EngineConfig,
+        host: Arc<dyn Host>,
+        sinks: Vec<Arc<dyn Sink>>,
+    ) -> Result<Self, EngineError> {
         let (cancel_tx, cancel_rx) = watch::channel(false);
+        let (drain_tx, drain_rx) = watch::channel(false);
         let mut replicators = Vec::with_capacity(config.replicators.len());
         let mut receivers = Vec::new();
         for (index, rc) in config.replicators.iter().enumerate() {
-            let ctx = SinkContext { replicator_id: rc.id.clone(), host: host.clone(), timeout_ms: config.timeout_ms };
-            let prebuilt = if index < sinks.len() { Some(sinks[index].clone()) } else { None };
+            let ctx = SinkContext {
+                replicator_id: rc.id.clone(),
+                host: host.clone(),
+                timeout_ms: config.timeout_ms,
+            };
+            let prebuilt = if index < sinks.len() {
+                Some(sinks[index].clone())
+            } else {
+                None
+            };
             let sink = match prebuilt {
                 Some(s) => s,
                 None => rc.sink.build(&ctx).map_err(|mut e: ConfigError| {
-                e.path = format!("replicators[{index}].config{}", if e.path.is_empty() { String::new() } else { format!(".{}", e.path) });
-                e
-            })?,
+                    e.path = format!(
+                        "replicators[{index}].config{}",
+                        if e.path.is_empty() {
+                            String::new()
+                        } else {
+                            format!(".{}", e.path)
+                        }
+                    );
+                    e
+                })?,
             };
             let policy = sink.retry_policy().unwrap_or(RetryPolicy {
                 max_attempts: config.max_retries.max(1),
@@ -169,14 +202,23 @@ impl Engine {
             routed: AtomicU64::new(0),
             progress: Notify::new(),
             cancel: cancel_rx,
+            drain: drain_rx,
         });
         let (intake_tx, intake_rx) = mpsc::unbounded_channel();
         let mut tasks = Vec::new();
         for (rep, lane, rx) in receivers {
             tasks.push(tokio::spawn(lane::run(shared.clone(), rep, lane, rx)));
         }
-        tasks.push(tokio::spawn(router::run(shared.clone(), intake_rx)));
-        Ok(Self { shared, intake: Mutex::new(Some(intake_tx)), tasks: Mutex::new(tasks), cancel: cancel_tx, stopped: AtomicBool::new(false) })
+        let router = tokio::spawn(router::run(shared.clone(), intake_rx));
+        Ok(Self {
+            shared,
+            intake: Mutex::new(Some(intake_tx)),
+            router: Mutex::new(Some(router)),
+            tasks: Mutex::new(tasks),
+            cancel: cancel_tx,
+            drain: drain_tx,
+            stopped: AtomicBool::new(false),
+        })
     }
 
     /// Accepts one change. Never blocks; returns `true` when the engine holds more than
@@ -186,7 +228,14 @@ impl Engine {
     }
 
     /// `push` restricted to one replicator, with a ticket echoed in the outcomes.
-    pub fn push_tagged(&self, resource: String, op: Op, json: String, only: Option<&str>, ticket: Option<u64>) -> Result<bool, EngineError> {
+    pub fn push_tagged(
+        &self,
+        resource: String,
+        op: Op,
+        json: String,
+        only: Option<&str>,
+        ticket: Option<u64>,
+    ) -> Result<bool, EngineError> {
         let only = match only {
             Some(id) => Some(self.replicator_index(id)?),
             None => None,
@@ -194,7 +243,16 @@ impl Engine {
         let guard = self.intake.lock().map_err(|_| EngineError::Stopped)?;
         let tx = guard.as_ref().ok_or(EngineError::Stopped)?;
         self.shared.accepted.fetch_add(1, SeqCst);
-        if tx.send(Intake { resource, op, json, only, ticket }).is_err() {
+        if tx
+            .send(Intake {
+                resource,
+                op,
+                json,
+                only,
+                ticket,
+            })
+            .is_err()
+        {
             self.shared.accepted.fetch_sub(1, SeqCst);
             return Err(EngineError::Stopped);
         }
@@ -223,9 +281,17 @@ impl Engine {
     pub async fn flush(&self) {
         let target = self.shared.accepted.load(SeqCst);
         self.wait_until(|s| s.routed.load(SeqCst) >= target).await;
-        let marks: Vec<Vec<u64>> = self.shared.replicators.iter().map(|r| r.lanes.iter().map(LaneHandle::enqueued).collect()).collect();
+        let marks: Vec<Vec<u64>> = self
+            .shared
+            .replicators
+            .iter()
+            .map(|r| r.lanes.iter().map(LaneHandle::enqueued).collect())
+            .collect();
         self.wait_until(|s| {
-            s.replicators.iter().zip(&marks).all(|(r, m)| r.lanes.iter().zip(m).all(|(l, &mark)| l.settled() >= mark))
+            s.replicators
+                .iter()
+                .zip(&marks)
+                .all(|(r, m)| r.lanes.iter().zip(m).all(|(l, &mark)| l.settled() >= mark))
         })
         .await;
         self.shared.host.barrier().await;
@@ -244,21 +310,40 @@ impl Engine {
     }
 
     fn tasks_finished(&self) -> bool {
-        self.tasks.lock().map(|t| t.iter().all(JoinHandle::is_finished)).unwrap_or(true)
+        self.tasks
+            .lock()
+            .map(|t| t.iter().all(JoinHandle::is_finished))
+            .unwrap_or(true)
     }
 
     /// Stops accepting changes and drains what is queued, for at most `deadline`. Whatever is
     /// still undelivered then is reported failed with `ERR_STOPPED`.
     pub async fn stop(&self, deadline: Duration) -> StopReport {
         if self.stopped.swap(true, SeqCst) {
-            return StopReport { drained: true, abandoned: 0 };
+            return StopReport {
+                drained: true,
+                abandoned: 0,
+            };
         }
         if let Ok(mut intake) = self.intake.lock() {
             intake.take();
         }
-        let tasks: Vec<JoinHandle<()>> = self.tasks.lock().map(|mut t| t.drain(..).collect()).unwrap_or_default();
+        let router = self.router.lock().ok().and_then(|mut r| r.take());
+        let lanes: Vec<JoinHandle<()>> = self
+            .tasks
+            .lock()
+            .map(|mut t| t.drain(..).collect())
+            .unwrap_or_default();
         let pending_before = self.shared.pending();
-        let all = join_tasks(tasks);
+        let all = async {
+            // The router finishes what was pushed before the intake closed; then the lanes
+            // drain their queues and exit.
+            if let Some(router) = router {
+                join_tasks(vec![router]).await;
+            }
+            let _ = self.drain.send(true);
+            join_tasks(lanes).await;
+        };
         tokio::pin!(all);
         let drained = tokio::time::timeout(deadline, all.as_mut()).await.is_ok();
         let mut abandoned = 0;
@@ -281,7 +366,11 @@ impl Engine {
     }
 
     fn replicator_index(&self, id: &str) -> Result<usize, EngineError> {
-        self.shared.replicators.iter().position(|r| r.id == id).ok_or_else(|| EngineError::UnknownReplicator(id.to_string()))
+        self.shared
+            .replicators
+            .iter()
+            .position(|r| r.id == id)
+            .ok_or_else(|| EngineError::UnknownReplicator(id.to_string()))
     }
 
     /// Enables or disables a replicator. Changes made while it is disabled are not queued for it.
@@ -295,7 +384,10 @@ impl Engine {
         self.shared
             .replicators
             .iter()
-            .map(|r| r.metrics.snapshot(&r.id, &r.driver, r.enabled.load(SeqCst), r.queued()))
+            .map(|r| {
+                r.metrics
+                    .snapshot(&r.id, &r.driver, r.enabled.load(SeqCst), r.queued())
+            })
             .collect()
     }
 

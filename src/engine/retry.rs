@@ -34,19 +34,25 @@ impl RetryPolicy {
         let nominal = match self.strategy {
             Strategy::Fixed => self.base,
             Strategy::Exponential => {
-                let factor = 1u32.checked_shl(attempt.saturating_sub(1).min(30)).unwrap_or(u32::MAX);
+                let factor = 1u32
+                    .checked_shl(attempt.saturating_sub(1).min(30))
+                    .unwrap_or(u32::MAX);
                 self.base.saturating_mul(factor).min(self.max)
             }
         };
         // "Equal jitter": half fixed, half random. Keeps the growth visible while spreading load.
         let jittered = if self.jitter && !nominal.is_zero() {
             let half = nominal / 2;
-            half + Duration::from_nanos(fastrand::u64(0..=half.as_nanos().min(u64::MAX as u128) as u64))
+            half + Duration::from_nanos(fastrand::u64(
+                0..=half.as_nanos().min(u64::MAX as u128) as u64,
+            ))
         } else {
             nominal
         };
         match error.kind {
-            ErrorKind::Throttled { retry_after: Some(after) } => jittered.max(after.min(self.max.max(after))),
+            ErrorKind::Throttled {
+                retry_after: Some(after),
+            } => jittered.max(after.min(self.max.max(after))),
             _ => jittered,
         }
     }
@@ -57,7 +63,13 @@ mod tests {
     use super::*;
 
     fn policy(strategy: Strategy, jitter: bool) -> RetryPolicy {
-        RetryPolicy { max_attempts: 4, base: Duration::from_millis(100), max: Duration::from_millis(350), strategy, jitter }
+        RetryPolicy {
+            max_attempts: 4,
+            base: Duration::from_millis(100),
+            max: Duration::from_millis(350),
+            strategy,
+            jitter,
+        }
     }
 
     #[test]

@@ -28,7 +28,9 @@ pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Int
             next = if n < 4096 { rx.try_recv().ok() } else { None };
         }
         if !rejected.is_empty() {
-            shared.host.emit(std::mem::take(&mut rejected), shared.pending());
+            shared
+                .host
+                .emit(std::mem::take(&mut rejected), shared.pending());
         }
         shared.routed.fetch_add(n, SeqCst);
         shared.progress.notify_waiters();
@@ -41,7 +43,9 @@ fn route(shared: &Shared, seq: u64, intake: Intake) -> Option<Outcome> {
         return None;
     }
     let accepted_at = Instant::now();
-    let parsed = serde_json::from_str(&intake.json).map_err(|e| format!("invalid JSON: {e}")).and_then(clean_record);
+    let parsed = serde_json::from_str(&intake.json)
+        .map_err(|e| format!("invalid JSON: {e}"))
+        .and_then(clean_record);
     let (id, data, before) = match parsed {
         Ok(v) => v,
         Err(reason) => {
@@ -55,27 +59,49 @@ fn route(shared: &Shared, seq: u64, intake: Intake) -> Option<Outcome> {
                 status: OutcomeStatus::Failed,
                 duration: 0.0,
                 attempts: 0,
-                error: Some(format!("could not replicate a change of resource '{}': {reason}", intake.resource)),
+                error: Some(format!(
+                    "could not replicate a change of resource '{}': {reason}",
+                    intake.resource
+                )),
                 code: Some(ErrorCode::Config.as_str()),
                 data: None,
                 ticket: intake.ticket,
             });
         }
     };
-    let event = Arc::new(ChangeEvent { seq, op: intake.op, resource: intake.resource, id, data, before, ts_ms: now_ms(), accepted_at });
+    let event = Arc::new(ChangeEvent {
+        seq,
+        op: intake.op,
+        resource: intake.resource,
+        id,
+        data,
+        before,
+        ts_ms: now_ms(),
+        accepted_at,
+    });
     for (ri, rep) in shared.replicators.iter().enumerate() {
-        if intake.only.is_some_and(|only| only != ri) || (intake.only.is_none() && !rep.enabled.load(SeqCst)) {
+        if intake.only.is_some_and(|only| only != ri)
+            || (intake.only.is_none() && !rep.enabled.load(SeqCst))
+        {
             continue;
         }
-        let Some(routes) = rep.by_source.get(&event.resource) else { continue };
+        let Some(routes) = rep.by_source.get(&event.resource) else {
+            continue;
+        };
         for &r in routes {
             let route = &rep.routes[r];
             if !route.wants(event.op) {
                 continue;
             }
-            rep.metrics.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            rep.metrics
+                .received
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let lane = lane_of(&route.dest, &event.id, rep.lanes.len());
-            rep.lanes[lane].send(Delivery { event: event.clone(), route: r, ticket: intake.ticket });
+            rep.lanes[lane].send(Delivery {
+                event: event.clone(),
+                route: r,
+                ticket: intake.ticket,
+            });
         }
     }
     None
@@ -96,7 +122,9 @@ mod tests {
     #[test]
     fn a_record_always_gets_the_same_lane_and_records_spread() {
         assert_eq!(lane_of("users", "a", 8), lane_of("users", "a", 8));
-        let used: std::collections::HashSet<usize> = (0..200).map(|i| lane_of("users", &i.to_string(), 8)).collect();
+        let used: std::collections::HashSet<usize> = (0..200)
+            .map(|i| lane_of("users", &i.to_string(), 8))
+            .collect();
         assert_eq!(used.len(), 8);
         assert_eq!(lane_of("x", "y", 1), 0);
     }

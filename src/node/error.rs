@@ -18,7 +18,6 @@ impl From<napi::Status> for Code {
     }
 }
 
-
 pub fn coded(code: ErrorCode, message: impl Into<String>) -> napi::Error<Code> {
     napi::Error::new(Code(code.as_str().to_string()), message.into())
 }

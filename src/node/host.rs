@@ -14,7 +14,8 @@ use crate::event::Change;
 
 /// `(json: string) => Promise<string | null>`; weak, so it never keeps the process alive,
 /// and called with `call_async_catch`, so a JavaScript throw is an `Err`, never a crash.
-pub type JsAsyncFn = ThreadsafeFunction<String, Promise<Option<String>>, String, Status, false, true>;
+pub type JsAsyncFn =
+    ThreadsafeFunction<String, Promise<Option<String>>, String, Status, false, true>;
 /// `(json: string) => void`.
 pub type JsEventFn = ThreadsafeFunction<String, (), String, Status, false, true>;
 
@@ -25,8 +26,13 @@ pub struct JsHost {
 }
 
 async fn call(f: &JsAsyncFn, arg: String, what: &str) -> Result<Option<String>, String> {
-    let promise = f.call_async_catch(arg).await.map_err(|e| format!("{what} could not be called: {}", e.reason))?;
-    promise.await.map_err(|e| format!("{what} failed: {}", e.reason))
+    let promise = f
+        .call_async_catch(arg)
+        .await
+        .map_err(|e| format!("{what} could not be called: {}", e.reason))?;
+    promise
+        .await
+        .map_err(|e| format!("{what} failed: {}", e.reason))
 }
 
 #[derive(Serialize)]
@@ -51,29 +57,58 @@ struct EventsMessage {
 
 #[async_trait]
 impl Host for JsHost {
-    async fn run_callbacks(&self, calls: &[CallbackCall<'_>]) -> Result<Vec<CallbackResult>, String> {
+    async fn run_callbacks(
+        &self,
+        calls: &[CallbackCall<'_>],
+    ) -> Result<Vec<CallbackResult>, String> {
         let arg = serde_json::to_string(calls).map_err(|e| e.to_string())?;
         let out = call(&self.callbacks, arg, "the transform/shouldReplicate bridge").await?;
         let text = out.ok_or("the transform/shouldReplicate bridge returned nothing")?;
         serde_json::from_str(&text).map_err(|e| format!("unreadable callback results: {e}"))
     }
 
-    async fn deliver(&self, replicator: &str, changes: &[Change]) -> Result<ItemResults, SinkError> {
-        let arg = serde_json::to_string(&DeliverRequest { replicator, changes }).map_err(|e| SinkError::permanent(e.to_string()))?;
-        let out = call(&self.deliver, arg, "the s3db destination").await.map_err(SinkError::retryable)?;
-        let Some(text) = out else { return Ok(vec![None; changes.len()]) };
-        let items: Vec<Option<ItemError>> = serde_json::from_str(&text).map_err(|e| SinkError::retryable(format!("unreadable delivery results: {e}")))?;
+    async fn deliver(
+        &self,
+        replicator: &str,
+        changes: &[Change],
+    ) -> Result<ItemResults, SinkError> {
+        let arg = serde_json::to_string(&DeliverRequest {
+            replicator,
+            changes,
+        })
+        .map_err(|e| SinkError::permanent(e.to_string()))?;
+        let out = call(&self.deliver, arg, "the s3db destination")
+            .await
+            .map_err(SinkError::retryable)?;
+        let Some(text) = out else {
+            return Ok(vec![None; changes.len()]);
+        };
+        let items: Vec<Option<ItemError>> = serde_json::from_str(&text)
+            .map_err(|e| SinkError::retryable(format!("unreadable delivery results: {e}")))?;
         Ok(items
             .into_iter()
-            .map(|i| i.map(|e| if e.retryable { SinkError::retryable(e.error) } else { SinkError::permanent(e.error) }))
+            .map(|i| {
+                i.map(|e| {
+                    if e.retryable {
+                        SinkError::retryable(e.error)
+                    } else {
+                        SinkError::permanent(e.error)
+                    }
+                })
+            })
             .collect())
     }
 
     fn emit(&self, outcomes: Vec<Outcome>, pending: u64) {
         if let Ok(json) = serde_json::to_string(&EventsMessage { outcomes, pending }) {
-            let status = self.events.call(json, ThreadsafeFunctionCallMode::NonBlocking);
+            let status = self
+                .events
+                .call(json, ThreadsafeFunctionCallMode::NonBlocking);
             if status != Status::Ok {
-                tracing::debug!(message = "Could not report outcomes; the host is closing.", ?status);
+                tracing::debug!(
+                    message = "Could not report outcomes; the host is closing.",
+                    ?status
+                );
             }
         }
     }
@@ -81,6 +116,9 @@ impl Host for JsHost {
     async fn barrier(&self) {
         // Calls on one threadsafe function run in order: once this one ran, so did every
         // outcome emitted before it.
-        let _ = self.events.call_async_catch("{\"barrier\":true}".into()).await;
+        let _ = self
+            .events
+            .call_async_catch("{\"barrier\":true}".into())
+            .await;
     }
 }

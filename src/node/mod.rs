@@ -29,7 +29,13 @@ pub struct ConfigProblem {
 /// Validates plugin options (JSON with functions replaced by `{ "$fn": id }`); `null` when valid.
 #[napi(catch_unwind)]
 pub fn check_config(options_json: String) -> Option<ConfigProblem> {
-    EngineConfig::from_json(&options_json).err().map(|e| ConfigProblem { path: e.path, reason: e.reason, hint: e.hint })
+    EngineConfig::from_json(&options_json)
+        .err()
+        .map(|e| ConfigProblem {
+            path: e.path,
+            reason: e.reason,
+            hint: e.hint,
+        })
 }
 
 #[napi(object)]
@@ -55,10 +61,22 @@ impl ReplicationEngine {
         #[napi(ts_arg_type = "(json: string) => Promise<string | null>")] deliver: JsAsyncFn,
         #[napi(ts_arg_type = "(json: string) => void")] events: JsEventFn,
     ) -> napi::Result<Self, Code> {
-        let config = EngineConfig::from_json(&options_json).map_err(|e| coded(ErrorCode::Config, format!("{}: {} ({})", e.path, e.reason, e.hint)))?;
-        let host = Arc::new(JsHost { callbacks, deliver, events });
+        let config = EngineConfig::from_json(&options_json).map_err(|e| {
+            coded(
+                ErrorCode::Config,
+                format!("{}: {} ({})", e.path, e.reason, e.hint),
+            )
+        })?;
+        let host = Arc::new(JsHost {
+            callbacks,
+            deliver,
+            events,
+        });
         let engine = within_runtime_if_available(|| Engine::start(config.clone(), host))?;
-        Ok(Self { engine: Arc::new(engine), config })
+        Ok(Self {
+            engine: Arc::new(engine),
+            config,
+        })
     }
 
     /// Accepts one change (`op`: inserted | updated | deleted), the record as JSON. Returns
@@ -71,9 +89,22 @@ impl ReplicationEngine {
 
     /// `push` for one replicator only, with a ticket echoed in the outcomes.
     #[napi(catch_unwind)]
-    pub fn push_to(&self, resource: String, op: String, json: String, replicator: Option<String>, ticket: Option<f64>) -> napi::Result<bool, Code> {
+    pub fn push_to(
+        &self,
+        resource: String,
+        op: String,
+        json: String,
+        replicator: Option<String>,
+        ticket: Option<f64>,
+    ) -> napi::Result<bool, Code> {
         let op = parse_op(&op)?;
-        Ok(self.engine.push_tagged(resource, op, json, replicator.as_deref(), ticket.map(|t| t as u64))?)
+        Ok(self.engine.push_tagged(
+            resource,
+            op,
+            json,
+            replicator.as_deref(),
+            ticket.map(|t| t as u64),
+        )?)
     }
 
     #[napi]
@@ -95,9 +126,13 @@ impl ReplicationEngine {
     /// Stops accepting changes and drains for at most `deadlineMs` (default: the timeout option).
     #[napi]
     pub async fn stop(&self, deadline_ms: Option<u32>) -> StopResult {
-        let deadline = Duration::from_millis(deadline_ms.map(u64::from).unwrap_or(self.config.timeout_ms));
+        let deadline =
+            Duration::from_millis(deadline_ms.map(u64::from).unwrap_or(self.config.timeout_ms));
         let report = self.engine.stop(deadline).await;
-        StopResult { drained: report.drained, abandoned: report.abandoned as f64 }
+        StopResult {
+            drained: report.drained,
+            abandoned: report.abandoned as f64,
+        }
     }
 
     #[napi]
@@ -149,10 +184,19 @@ impl ReplicationEngine {
     #[napi(ts_return_type = "Array<{ replicator: string, error: string }>")]
     pub async fn healthcheck(&self) -> Value {
         let bad = self.engine.healthcheck().await;
-        Value::Array(bad.into_iter().map(|(r, e)| json!({ "replicator": r, "error": e })).collect())
+        Value::Array(
+            bad.into_iter()
+                .map(|(r, e)| json!({ "replicator": r, "error": e }))
+                .collect(),
+        )
     }
 }
 
 fn parse_op(op: &str) -> napi::Result<Op, Code> {
-    Op::parse(op).ok_or_else(|| coded(ErrorCode::Config, format!("unknown operation '{op}'; use inserted, updated or deleted")))
+    Op::parse(op).ok_or_else(|| {
+        coded(
+            ErrorCode::Config,
+            format!("unknown operation '{op}'; use inserted, updated or deleted"),
+        )
+    })
 }

@@ -71,7 +71,13 @@ impl SinkConfig {
         Ok(match driver {
             "s3db" => Self::S3db(parse_section::<S3dbConfig>(config)?.validated()?),
             "webhook" => Self::Webhook(parse_section::<WebhookConfig>(config)?.validated()?),
-            other => return Err(ConfigError::new("", format!("unknown driver '{other}'"), format!("use one of: {}", Self::DRIVERS.join(", ")))),
+            other => {
+                return Err(ConfigError::new(
+                    "",
+                    format!("unknown driver '{other}'"),
+                    format!("use one of: {}", Self::DRIVERS.join(", ")),
+                ))
+            }
         })
     }
 

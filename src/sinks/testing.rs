@@ -26,7 +26,13 @@ pub struct MemorySink {
 
 impl MemorySink {
     pub fn changes(&self) -> Vec<Change> {
-        self.batches.lock().unwrap().iter().flatten().cloned().collect()
+        self.batches
+            .lock()
+            .unwrap()
+            .iter()
+            .flatten()
+            .cloned()
+            .collect()
     }
 }
 
@@ -41,16 +47,29 @@ impl Sink for MemorySink {
             return Err(SinkError::retryable("destination unavailable"));
         }
         let poison = self.poison.lock().unwrap().clone();
-        let bad: Vec<usize> = batch.iter().enumerate().filter(|(_, c)| poison.contains(&c.id)).map(|(i, _)| i).collect();
+        let bad: Vec<usize> = batch
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| poison.contains(&c.id))
+            .map(|(i, _)| i)
+            .collect();
         if !bad.is_empty() && !self.per_item {
             return Err(SinkError::permanent("record rejected"));
         }
-        let good: Vec<Change> = batch.iter().filter(|c| !poison.contains(&c.id)).cloned().collect();
+        let good: Vec<Change> = batch
+            .iter()
+            .filter(|c| !poison.contains(&c.id))
+            .cloned()
+            .collect();
         self.batches.lock().unwrap().push(good);
         if bad.is_empty() {
             Ok(BatchOutcome::Delivered)
         } else {
-            Ok(BatchOutcome::Partial(bad.into_iter().map(|i| (i, SinkError::permanent("record rejected"))).collect()))
+            Ok(BatchOutcome::Partial(
+                bad.into_iter()
+                    .map(|i| (i, SinkError::permanent("record rejected")))
+                    .collect(),
+            ))
         }
     }
 }

@@ -16,7 +16,10 @@ pub struct S3dbSink {
 
 impl S3dbSink {
     pub fn new(_config: S3dbConfig, ctx: &SinkContext) -> Self {
-        Self { replicator: ctx.replicator_id.clone(), host: ctx.host.clone() }
+        Self {
+            replicator: ctx.replicator_id.clone(),
+            host: ctx.host.clone(),
+        }
     }
 }
 
@@ -25,9 +28,21 @@ impl Sink for S3dbSink {
     async fn write_batch(&self, batch: &[Change]) -> Result<BatchOutcome, SinkError> {
         let results = self.host.deliver(&self.replicator, batch).await?;
         if results.len() != batch.len() {
-            return Err(SinkError::retryable(format!("the host reported {} results for {} changes", results.len(), batch.len())));
+            return Err(SinkError::retryable(format!(
+                "the host reported {} results for {} changes",
+                results.len(),
+                batch.len()
+            )));
         }
-        let failed: Vec<(usize, SinkError)> = results.into_iter().enumerate().filter_map(|(i, r)| r.map(|e| (i, e))).collect();
-        Ok(if failed.is_empty() { BatchOutcome::Delivered } else { BatchOutcome::Partial(failed) })
+        let failed: Vec<(usize, SinkError)> = results
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.map(|e| (i, e)))
+            .collect();
+        Ok(if failed.is_empty() {
+            BatchOutcome::Delivered
+        } else {
+            BatchOutcome::Partial(failed)
+        })
     }
 }

@@ -87,48 +87,104 @@ const fn default_strategy() -> RetryStrategy {
 impl WebhookConfig {
     pub fn validated(mut self) -> Result<Self, ConfigError> {
         let parsed = reqwest::Url::parse(&self.url).map_err(|e| {
-            ConfigError::new("url", format!("'{}' is not a valid URL ({e})", redact(&self.url)), "use an absolute http:// or https:// URL")
+            ConfigError::new(
+                "url",
+                format!("'{}' is not a valid URL ({e})", redact(&self.url)),
+                "use an absolute http:// or https:// URL",
+            )
         })?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(ConfigError::new("url", format!("unsupported scheme '{}'", parsed.scheme()), "use an http:// or https:// URL"));
+            return Err(ConfigError::new(
+                "url",
+                format!("unsupported scheme '{}'", parsed.scheme()),
+                "use an http:// or https:// URL",
+            ));
         }
         self.method = self.method.to_ascii_uppercase();
         if !matches!(self.method.as_str(), "POST" | "PUT" | "PATCH") {
-            return Err(ConfigError::new("method", format!("'{}' cannot carry a payload", self.method), "use POST, PUT or PATCH"));
+            return Err(ConfigError::new(
+                "method",
+                format!("'{}' cannot carry a payload", self.method),
+                "use POST, PUT or PATCH",
+            ));
         }
         for (name, value) in &self.headers {
-            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() || reqwest::header::HeaderValue::from_str(value).is_err() {
-                return Err(ConfigError::new(format!("headers.{name}"), "not a valid HTTP header", "use ASCII header names and values without line breaks"));
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || reqwest::header::HeaderValue::from_str(value).is_err()
+            {
+                return Err(ConfigError::new(
+                    format!("headers.{name}"),
+                    "not a valid HTTP header",
+                    "use ASCII header names and values without line breaks",
+                ));
             }
         }
         match &self.auth {
             Some(Auth::Bearer { token }) if token.is_empty() => {
-                return Err(ConfigError::new("auth.token", "the bearer token is empty", "set auth.token (e.g. from an environment variable)"))
+                return Err(ConfigError::new(
+                    "auth.token",
+                    "the bearer token is empty",
+                    "set auth.token (e.g. from an environment variable)",
+                ))
             }
             Some(Auth::Basic { username, .. }) if username.is_empty() => {
-                return Err(ConfigError::new("auth.username", "the username is empty", "set auth.username and auth.password"))
+                return Err(ConfigError::new(
+                    "auth.username",
+                    "the username is empty",
+                    "set auth.username and auth.password",
+                ))
             }
             Some(Auth::Apikey { header, value }) => {
                 if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
-                    return Err(ConfigError::new("auth.header", format!("'{header}' is not a valid header name"), "e.g. header: 'X-API-Key'"));
+                    return Err(ConfigError::new(
+                        "auth.header",
+                        format!("'{header}' is not a valid header name"),
+                        "e.g. header: 'X-API-Key'",
+                    ));
                 }
-                if value.is_empty() || reqwest::header::HeaderValue::from_str(value.expose()).is_err() {
-                    return Err(ConfigError::new("auth.value", "the API key is empty or not a valid header value", "set auth.value"));
+                if value.is_empty()
+                    || reqwest::header::HeaderValue::from_str(value.expose()).is_err()
+                {
+                    return Err(ConfigError::new(
+                        "auth.value",
+                        "the API key is empty or not a valid header value",
+                        "set auth.value",
+                    ));
                 }
             }
             _ => {}
         }
         if self.timeout == 0 {
-            return Err(ConfigError::new("timeout", "0 ms is not a timeout", "use milliseconds, e.g. 5000"));
+            return Err(ConfigError::new(
+                "timeout",
+                "0 ms is not a timeout",
+                "use milliseconds, e.g. 5000",
+            ));
         }
         if self.retries > 100 {
-            return Err(ConfigError::new("retries", format!("{} retries is too many", self.retries), "use 0 to 100"));
+            return Err(ConfigError::new(
+                "retries",
+                format!("{} retries is too many", self.retries),
+                "use 0 to 100",
+            ));
         }
         if !(1..=10_000).contains(&self.batch_size) {
-            return Err(ConfigError::new("batchSize", format!("{} is out of range", self.batch_size), "use 1 to 10000"));
+            return Err(ConfigError::new(
+                "batchSize",
+                format!("{} is out of range", self.batch_size),
+                "use 1 to 10000",
+            ));
         }
-        if let Some(bad) = self.retry_on_status.iter().find(|s| !(100..=599).contains(*s)) {
-            return Err(ConfigError::new("retryOnStatus", format!("{bad} is not an HTTP status"), "list statuses such as [429, 500, 502, 503, 504]"));
+        if let Some(bad) = self
+            .retry_on_status
+            .iter()
+            .find(|s| !(100..=599).contains(*s))
+        {
+            return Err(ConfigError::new(
+                "retryOnStatus",
+                format!("{bad} is not an HTTP status"),
+                "list statuses such as [429, 500, 502, 503, 504]",
+            ));
         }
         Ok(self)
     }
@@ -155,13 +211,19 @@ mod tests {
     use super::*;
 
     fn parse(v: Value) -> Result<WebhookConfig, String> {
-        serde_json::from_value::<WebhookConfig>(v).map_err(|e| e.to_string())?.validated().map_err(|e| format!("{}: {}", e.path, e.reason))
+        serde_json::from_value::<WebhookConfig>(v)
+            .map_err(|e| e.to_string())?
+            .validated()
+            .map_err(|e| format!("{}: {}", e.path, e.reason))
     }
 
     #[test]
     fn minimal_config_parses_with_the_spec_defaults() {
         let c = parse(json!({ "url": "http://127.0.0.1:1/hook" })).unwrap();
-        assert_eq!((c.method.as_str(), c.timeout, c.retries, c.retry_delay), ("POST", 5000, 3, 1000));
+        assert_eq!(
+            (c.method.as_str(), c.timeout, c.retries, c.retry_delay),
+            ("POST", 5000, 3, 1000)
+        );
         assert_eq!(c.retry_strategy, RetryStrategy::Exponential);
         assert_eq!(c.retry_on_status, vec![429, 500, 502, 503, 504]);
         assert!(!c.batch);
@@ -170,32 +232,52 @@ mod tests {
 
     #[test]
     fn unknown_field_is_rejected() {
-        assert!(parse(json!({ "url": "http://x/", "retry": 3 })).unwrap_err().contains("retry"));
+        assert!(parse(json!({ "url": "http://x/", "retry": 3 }))
+            .unwrap_err()
+            .contains("retry"));
     }
 
     #[test]
     fn auth_shapes_parse_and_are_checked() {
-        assert!(parse(json!({ "url": "http://x/", "auth": { "type": "bearer", "token": "t" } })).is_ok());
+        assert!(
+            parse(json!({ "url": "http://x/", "auth": { "type": "bearer", "token": "t" } }))
+                .is_ok()
+        );
         assert!(parse(json!({ "url": "http://x/", "auth": { "type": "basic", "username": "u", "password": "p" } })).is_ok());
         assert!(parse(json!({ "url": "http://x/", "auth": { "type": "apikey", "header": "X-API-Key", "value": "k" } })).is_ok());
         assert!(parse(json!({ "url": "http://x/", "auth": { "type": "oauth" } })).is_err());
-        assert!(parse(json!({ "url": "http://x/", "auth": { "type": "bearer", "token": "" } })).unwrap_err().starts_with("auth.token"));
+        assert!(
+            parse(json!({ "url": "http://x/", "auth": { "type": "bearer", "token": "" } }))
+                .unwrap_err()
+                .starts_with("auth.token")
+        );
         assert!(parse(json!({ "url": "http://x/", "auth": { "type": "apikey", "header": "bad header", "value": "k" } })).unwrap_err().starts_with("auth.header"));
     }
 
     #[test]
     fn bad_values_name_the_option() {
-        assert!(parse(json!({ "url": "not a url" })).unwrap_err().starts_with("url"));
-        assert!(parse(json!({ "url": "ftp://x/" })).unwrap_err().starts_with("url"));
-        assert!(parse(json!({ "url": "http://x/", "method": "GET" })).unwrap_err().starts_with("method"));
+        assert!(parse(json!({ "url": "not a url" }))
+            .unwrap_err()
+            .starts_with("url"));
+        assert!(parse(json!({ "url": "ftp://x/" }))
+            .unwrap_err()
+            .starts_with("url"));
+        assert!(parse(json!({ "url": "http://x/", "method": "GET" }))
+            .unwrap_err()
+            .starts_with("method"));
         assert!(parse(json!({ "url": "http://x/", "retryStrategy": "linear" })).is_err());
-        assert!(parse(json!({ "url": "http://x/", "retryOnStatus": [99] })).unwrap_err().starts_with("retryOnStatus"));
+        assert!(parse(json!({ "url": "http://x/", "retryOnStatus": [99] }))
+            .unwrap_err()
+            .starts_with("retryOnStatus"));
     }
 
     #[test]
     fn secrets_never_show() {
         let c = parse(json!({ "url": "https://u:pw@x/", "auth": { "type": "bearer", "token": "tok123" }, "headers": { "X-Secret": "s3cr3t" } })).unwrap();
         let shown = format!("{:?} {}", c.auth, c.redacted());
-        assert!(!shown.contains("tok123") && !shown.contains("s3cr3t") && !shown.contains(":pw@"), "{shown}");
+        assert!(
+            !shown.contains("tok123") && !shown.contains("s3cr3t") && !shown.contains(":pw@"),
+            "{shown}"
+        );
     }
 }

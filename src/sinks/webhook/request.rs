@@ -25,7 +25,11 @@ pub fn payload(c: &Change) -> Payload<'_> {
         action: c.op.verb(),
         timestamp: iso8601(c.ts_ms),
         source: SOURCE,
-        before: if c.op == Op::Updated { c.before.as_ref() } else { None },
+        before: if c.op == Op::Updated {
+            c.before.as_ref()
+        } else {
+            None
+        },
         data: &c.data,
     }
 }
@@ -40,7 +44,10 @@ struct BatchBody<'a> {
 }
 
 pub fn batch_body(changes: &[Change]) -> Vec<u8> {
-    serde_json::to_vec(&BatchBody { batch: changes.iter().map(payload).collect() }).unwrap_or_default()
+    serde_json::to_vec(&BatchBody {
+        batch: changes.iter().map(payload).collect(),
+    })
+    .unwrap_or_default()
 }
 
 /// A key a receiver can use to drop redeliveries: `{resource}:{id}:{seq}`.
@@ -88,7 +95,9 @@ mod tests {
 
     #[test]
     fn batch_payload_wraps_items() {
-        let v: Value = serde_json::from_slice(&batch_body(&[change(Op::Inserted), change(Op::Updated)])).unwrap();
+        let v: Value =
+            serde_json::from_slice(&batch_body(&[change(Op::Inserted), change(Op::Updated)]))
+                .unwrap();
         assert_eq!(v["batch"].as_array().unwrap().len(), 2);
         assert_eq!(v["batch"][1]["action"], "update");
         assert_eq!(idempotency_key(&change(Op::Inserted)), "users:u1:7");

@@ -21,14 +21,25 @@ pub fn classify_transport(error: &reqwest::Error) -> SinkError {
 }
 
 /// A non-2xx answer: retried if the user listed the status, otherwise final.
-pub fn classify_status(status: StatusCode, retry_after: Option<&str>, body: &str, retry_on: &[u16]) -> SinkError {
+pub fn classify_status(
+    status: StatusCode,
+    retry_after: Option<&str>,
+    body: &str,
+    retry_on: &[u16],
+) -> SinkError {
     let snippet: String = body.chars().take(200).collect();
-    let message = if snippet.is_empty() { format!("HTTP {status}") } else { format!("HTTP {status}: {snippet}") };
+    let message = if snippet.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status}: {snippet}")
+    };
     if !retry_on.contains(&status.as_u16()) {
         return SinkError::permanent(message);
     }
     if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
-        let after = retry_after.and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
+        let after = retry_after
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         return SinkError::throttled(message, after);
     }
     SinkError::retryable(message)
@@ -65,12 +76,19 @@ mod tests {
         let on = [429, 500, 502, 503, 504];
         assert!(classify_status(StatusCode::BAD_GATEWAY, None, "", &on).is_retryable());
         assert!(!classify_status(StatusCode::BAD_REQUEST, None, "bad", &on).is_retryable());
-        assert!(!classify_status(StatusCode::INTERNAL_SERVER_ERROR, None, "", &[503]).is_retryable());
+        assert!(
+            !classify_status(StatusCode::INTERNAL_SERVER_ERROR, None, "", &[503]).is_retryable()
+        );
     }
 
     #[test]
     fn retry_after_is_read() {
         let e = classify_status(StatusCode::TOO_MANY_REQUESTS, Some("2"), "", &[429]);
-        assert_eq!(e.kind, ErrorKind::Throttled { retry_after: Some(Duration::from_secs(2)) });
+        assert_eq!(
+            e.kind,
+            ErrorKind::Throttled {
+                retry_after: Some(Duration::from_secs(2))
+            }
+        );
     }
 }

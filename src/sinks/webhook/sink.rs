@@ -3,7 +3,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::future::join_all;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT,
+};
 use reqwest::{Client, Method};
 
 use super::config::{Auth, RetryStrategy, WebhookConfig};
@@ -26,22 +28,44 @@ impl WebhookSink {
         headers.insert(USER_AGENT, HeaderValue::from_static(SOURCE));
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (k, v) in &config.headers {
-            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| ConfigError::new(format!("headers.{k}"), "invalid header name", "use an ASCII name"))?;
-            let value = HeaderValue::from_str(v).map_err(|_| ConfigError::new(format!("headers.{k}"), "invalid header value", "remove line breaks"))?;
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                ConfigError::new(
+                    format!("headers.{k}"),
+                    "invalid header name",
+                    "use an ASCII name",
+                )
+            })?;
+            let value = HeaderValue::from_str(v).map_err(|_| {
+                ConfigError::new(
+                    format!("headers.{k}"),
+                    "invalid header value",
+                    "remove line breaks",
+                )
+            })?;
             headers.insert(name, value);
         }
         match &config.auth {
             Some(Auth::Bearer { token }) => {
-                let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-                    .map_err(|_| ConfigError::new("auth.token", "the token is not a valid header value", "remove line breaks"))?;
+                let mut v =
+                    HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+                        ConfigError::new(
+                            "auth.token",
+                            "the token is not a valid header value",
+                            "remove line breaks",
+                        )
+                    })?;
                 v.set_sensitive(true);
                 headers.insert(AUTHORIZATION, v);
             }
             // Basic auth is added per request by reqwest (see `send`).
             Some(Auth::Basic { .. }) => {}
             Some(Auth::Apikey { header, value }) => {
-                let name = HeaderName::from_bytes(header.as_bytes()).map_err(|_| ConfigError::new("auth.header", "invalid header name", "e.g. X-API-Key"))?;
-                let mut v = HeaderValue::from_str(value.expose()).map_err(|_| ConfigError::new("auth.value", "invalid header value", "remove line breaks"))?;
+                let name = HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
+                    ConfigError::new("auth.header", "invalid header name", "e.g. X-API-Key")
+                })?;
+                let mut v = HeaderValue::from_str(value.expose()).map_err(|_| {
+                    ConfigError::new("auth.value", "invalid header value", "remove line breaks")
+                })?;
                 v.set_sensitive(true);
                 headers.insert(name, v);
             }
@@ -54,29 +78,50 @@ impl WebhookSink {
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
             .build()
-            .map_err(|e| ConfigError::new("", format!("could not create the HTTP client: {e}"), "check the TLS setup of this machine"))?;
-        let method = Method::from_bytes(config.method.as_bytes()).map_err(|_| ConfigError::new("method", "invalid method", "use POST, PUT or PATCH"))?;
-        Ok(Self { config, client, method })
+            .map_err(|e| {
+                ConfigError::new(
+                    "",
+                    format!("could not create the HTTP client: {e}"),
+                    "check the TLS setup of this machine",
+                )
+            })?;
+        let method = Method::from_bytes(config.method.as_bytes())
+            .map_err(|_| ConfigError::new("method", "invalid method", "use POST, PUT or PATCH"))?;
+        Ok(Self {
+            config,
+            client,
+            method,
+        })
     }
 
     async fn send(&self, body: Vec<u8>, key: String) -> Result<(), SinkError> {
-        let mut request = self.client.request(self.method.clone(), &self.config.url).header("Idempotency-Key", key).body(body);
+        let mut request = self
+            .client
+            .request(self.method.clone(), &self.config.url)
+            .header("Idempotency-Key", key)
+            .body(body);
         if let Some(Auth::Basic { username, password }) = &self.config.auth {
             request = request.basic_auth(username, Some(password.expose()));
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| classify_transport(&e))?;
+        let response = request.send().await.map_err(|e| classify_transport(&e))?;
         let status = response.status();
         if status.is_success() {
             // Drain the body so the connection goes back to the pool.
             let _ = response.bytes().await;
             return Ok(());
         }
-        let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body = response.text().await.unwrap_or_default();
-        Err(classify_status(status, retry_after.as_deref(), &body, &self.config.retry_on_status))
+        Err(classify_status(
+            status,
+            retry_after.as_deref(),
+            &body,
+            &self.config.retry_on_status,
+        ))
     }
 
     /// Sends one change per request: one record's changes one after another, records in parallel.
@@ -99,7 +144,10 @@ impl WebhookSink {
                     out.push((i, Some(e.clone())));
                     continue;
                 }
-                let r = self.send(single_body(&batch[i]), idempotency_key(&batch[i])).await.err();
+                let r = self
+                    .send(single_body(&batch[i]), idempotency_key(&batch[i]))
+                    .await
+                    .err();
                 failed = r.clone();
                 out.push((i, r));
             }
@@ -146,13 +194,21 @@ impl Sink for WebhookSink {
             return Ok(BatchOutcome::Delivered);
         }
         let results = self.send_each(batch).await;
-        let failed: Vec<(usize, SinkError)> = results.into_iter().enumerate().filter_map(|(i, r)| r.map(|e| (i, e))).collect();
+        let failed: Vec<(usize, SinkError)> = results
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.map(|e| (i, e)))
+            .collect();
         if failed.is_empty() {
             return Ok(BatchOutcome::Delivered);
         }
         if failed.len() == batch.len() {
             // Nothing got through: report it as one failure of the destination.
-            return Err(failed.into_iter().next().map(|(_, e)| e).unwrap_or_else(|| SinkError::retryable("webhook failed")));
+            return Err(failed
+                .into_iter()
+                .next()
+                .map(|(_, e)| e)
+                .unwrap_or_else(|| SinkError::retryable("webhook failed")));
         }
         Ok(BatchOutcome::Partial(failed))
     }

@@ -1,0 +1,44 @@
+// Real s3db.js databases for the tests: each call gets its own in-memory bucket.
+import { Database } from 's3db.js/lite';
+
+let counter = 0;
+
+export async function memoryDb(label = 'db') {
+  const db = new Database({ connectionString: `memory://${label}-${process.pid}-${++counter}/data`, logLevel: 'silent' });
+  await db.connect();
+  return db;
+}
+
+export const USER_ATTRIBUTES = { name: 'string', n: 'number|optional', tag: 'string|optional' };
+
+export async function usersResource(db, name = 'users') {
+  return db.createResource({ name, attributes: USER_ATTRIBUTES });
+}
+
+/** Resolves with the next `count` events of `name` on `emitter`. */
+export function nextEvents(emitter, name, count) {
+  return new Promise((resolve) => {
+    const seen = [];
+    const on = (e) => {
+      seen.push(e);
+      if (seen.length >= count) {
+        emitter.off(name, on);
+        resolve(seen);
+      }
+    };
+    emitter.on(name, on);
+  });
+}
+
+/** Collects every event of the given names into arrays. */
+export function collect(emitter, ...names) {
+  const out = Object.fromEntries(names.map((n) => [n, []]));
+  for (const n of names) emitter.on(n, (e) => out[n].push(e));
+  return out;
+}
+
+/** The user-visible fields of a record read from s3db (s3db adds `_*` bookkeeping on get). */
+export function visible(record) {
+  if (!record) return record;
+  return Object.fromEntries(Object.entries(record).filter(([k]) => !k.startsWith('_') && !k.startsWith('$')));
+}

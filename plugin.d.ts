@@ -1,0 +1,239 @@
+// Typings of the public API: the s3db.js ReplicatorPlugin's options, mapping syntaxes,
+// events and methods, plus this engine's tuning options.
+
+import { Plugin } from 's3db.js/plugins/plugin.class';
+
+/** A change's action, as the spec names it. `'insert' | 'update' | 'delete'` are accepted in `actions` too. */
+export type ReplicatorAction = 'inserted' | 'updated' | 'deleted';
+export type ActionName = ReplicatorAction | 'insert' | 'update' | 'delete';
+
+/** Receives the record (internal `_*`/`$*` fields removed); return the record to send, or null/undefined to skip it. */
+export type TransformFunction = (data: Record<string, any>) => Record<string, any> | null | undefined | Promise<Record<string, any> | null | undefined>;
+/** Return false to skip the change for this destination. */
+export type ShouldReplicateFunction = (data: Record<string, any>, action: ReplicatorAction) => boolean | Promise<boolean>;
+
+/** `{ users: { resource: 'people', transform, actions, shouldReplicate } }` */
+export interface DestinationConfig {
+  /** Destination resource (s3db) or name; defaults to the source resource's name. */
+  resource?: string;
+  /** Alias of `resource`, for table-based destinations. */
+  table?: string;
+  transform?: TransformFunction;
+  /** Which actions reach this destination (default: all). */
+  actions?: ActionName[];
+  shouldReplicate?: ShouldReplicateFunction;
+}
+
+export type DestinationEntry = string | true | TransformFunction | DestinationConfig;
+
+/**
+ * The five mapping syntaxes:
+ * `['users']`, `{ users: 'people' }`, `{ users: { resource, transform, actions } }`,
+ * `{ users: (data) => data }`, `{ users: ['people', { resource: 'audit', transform }] }`.
+ */
+export type ResourceMapping = string[] | Record<string, DestinationEntry | DestinationEntry[] | false>;
+
+export interface S3dbDriverConfig {
+  /** `memory://bucket/prefix`, `file://./path`, `s3://KEY:SECRET@bucket/prefix` (credentials are never logged). */
+  connectionString?: string;
+  /** An existing, connected s3db.js Database (instead of connectionString). */
+  client?: object;
+  region?: string;
+  keyPrefix?: string;
+  logLevel?: string;
+  /** Create destination resources that do not exist yet. Default true. */
+  createResources?: boolean;
+}
+
+export type WebhookAuth =
+  | { type: 'bearer'; token: string }
+  | { type: 'basic'; username: string; password: string }
+  | { type: 'apikey'; header: string; value: string };
+
+export interface WebhookDriverConfig {
+  url: string;
+  /** Default 'POST'. */
+  method?: 'POST' | 'PUT' | 'PATCH';
+  headers?: Record<string, string>;
+  auth?: WebhookAuth;
+  /** Per-request timeout in ms. Default 5000. */
+  timeout?: number;
+  /** Retries after the first attempt. Default 3. */
+  retries?: number;
+  /** First retry delay in ms. Default 1000. */
+  retryDelay?: number;
+  /** Default 'exponential'. */
+  retryStrategy?: 'exponential' | 'fixed';
+  /** Statuses worth retrying. Default [429, 500, 502, 503, 504]; any other non-2xx fails at once. */
+  retryOnStatus?: number[];
+  /** Send `{ batch: [...] }` requests. Default false. */
+  batch?: boolean;
+  /** Most changes per batch request. Default 100. */
+  batchSize?: number;
+}
+
+interface ReplicatorBase {
+  /** Unique id; default: the driver name (`s3db`), or `s3db-1`, `s3db-2` when a driver is used twice. */
+  id?: string;
+  resources: ResourceMapping;
+  /** Default true. */
+  enabled?: boolean;
+}
+
+export type ReplicatorConfig =
+  | (ReplicatorBase & { driver: 's3db'; config?: S3dbDriverConfig; client?: object })
+  | (ReplicatorBase & { driver: 'webhook'; config: WebhookDriverConfig });
+
+export interface ReplicatorPluginOptions {
+  /** Default true. */
+  enabled?: boolean;
+  replicators: ReplicatorConfig[];
+  /** Log every outcome through the plugin logger. Default false. */
+  verbose?: boolean;
+  /** Store failed replications in an s3db resource. Default false. */
+  persistReplicatorLog?: boolean;
+  /** Default 'replicator_log'. */
+  replicatorLogResource?: string;
+  /** Write failures to the log resource (when persistReplicatorLog). Default true. */
+  logErrors?: boolean;
+  /** Largest micro-batch per destination write. Default 100. */
+  batchSize?: number;
+  /** Attempts for a failed write (at least one). Default 3. */
+  maxRetries?: number;
+  /** Bound of one write attempt and of the drain on stop, in ms. Default 30000. */
+  timeout?: number;
+  /** Undelivered changes per replicator before writers are slowed down. Default 10000. */
+  queueCapacity?: number;
+  /** How long a batch waits for more changes, in ms. Default 2. */
+  lingerMs?: number;
+  /** Ordered lanes per replicator (one record's changes share a lane). Default 4. */
+  concurrency?: number;
+  /** First backoff delay in ms (doubles per attempt, with jitter). Default 1000. */
+  retryDelay?: number;
+  /** Backoff cap in ms. Default 30000. */
+  maxRetryDelay?: number;
+  [key: string]: unknown;
+}
+
+export type ErrorCode =
+  | 'ERR_CONFIG'
+  | 'ERR_TRANSFORM'
+  | 'ERR_SINK_UNAVAILABLE'
+  | 'ERR_SINK_REJECTED'
+  | 'ERR_TIMEOUT'
+  | 'ERR_STOPPED'
+  | 'ERR_INTERNAL'
+  | 'ERR_NOT_FOUND'
+  | 'ERR_NOT_INSTALLED';
+
+export declare class ReplicatorError extends Error {
+  name: 'ReplicatorError';
+  code: ErrorCode | string;
+  /** What is wrong and how to fix it. */
+  description: string;
+  /** Option path, replicator, resource, operation... */
+  context: Record<string, unknown>;
+}
+
+export interface ReplicatedEvent {
+  replicator: string;
+  resourceName: string;
+  operation: ReplicatorAction;
+  recordId: string;
+  destination: string;
+  /** Milliseconds from the change to the destination's acknowledgement. */
+  duration: number;
+  attempts: number;
+  success: true;
+}
+
+export interface ReplicationErrorEvent {
+  replicator: string | null;
+  resourceName: string;
+  operation: ReplicatorAction;
+  recordId?: string;
+  /** Error message. */
+  error: string;
+  code?: ErrorCode;
+  attempts: number;
+  /** The record as accepted. */
+  data?: Record<string, any>;
+}
+
+export interface NativeReplicatorStats {
+  id: string;
+  driver: string;
+  enabled: boolean;
+  received: number;
+  delivered: number;
+  failed: number;
+  skipped: number;
+  retried: number;
+  batches: number;
+  queued: number;
+  lastError?: string;
+  lastSync?: number;
+}
+
+export interface ReplicatorInfo {
+  id: string;
+  driver: string;
+  enabled: boolean;
+  resources: Array<{ source: string; destination: string; actions: ReplicatorAction[] | null; transform: boolean; shouldReplicate: boolean }>;
+  /** The driver configuration with secrets replaced by ***. */
+  config: Record<string, unknown>;
+}
+
+export interface ReplicatorStats {
+  replicators: Array<{ id: string; driver: string; enabled: boolean; status: Omit<NativeReplicatorStats, 'id' | 'driver' | 'enabled'> }>;
+  stats: { totalReplications: number; totalErrors: number; totalSkipped: number; lastSync: string | null; pending: number };
+  lastSync: string | null;
+}
+
+export interface BatchResult {
+  success: boolean;
+  total: number;
+  successful: number;
+  skipped: number;
+  errors: Array<{ id: string; replicator: string; error: string; code?: string }>;
+}
+
+export interface ReplicatorLogEntry {
+  id: string;
+  replicator: string;
+  resource: string;
+  resourceName: string;
+  action: string;
+  operation: string;
+  recordId?: string;
+  data?: Record<string, any>;
+  timestamp: string;
+  status: string;
+  error?: string;
+  code?: string;
+}
+
+export declare class ReplicatorPlugin extends Plugin {
+  constructor(options: ReplicatorPluginOptions);
+  stats: { totalReplications: number; totalErrors: number; totalSkipped: number; lastSync: string | null };
+  /** Resolves once every change accepted so far is delivered or has failed (events emitted). */
+  flush(): Promise<void>;
+  getReplicatorStats(): Promise<ReplicatorStats>;
+  listReplicators(): Promise<ReplicatorInfo[]>;
+  disableReplicator(id: string): Promise<void>;
+  enableReplicator(id: string): Promise<void>;
+  replicateBatch(resourceName: string, records: Array<Record<string, any>>, options?: { replicator?: string }): Promise<BatchResult>;
+  syncAllData(replicatorId: string): Promise<{ replicatorId: string; total: number; errors: BatchResult['errors'] }>;
+  getReplicatorLogs(options?: { resourceName?: string; operation?: string; status?: string; limit?: number; offset?: number }): Promise<ReplicatorLogEntry[]>;
+
+  on(event: 'plg:replicator:replicated', listener: (e: ReplicatedEvent) => void): this;
+  on(event: 'plg:replicator:error' | 'replicationError', listener: (e: ReplicationErrorEvent) => void): this;
+  on(event: 'plg:replicator:skipped', listener: (e: Record<string, unknown>) => void): this;
+  on(event: 'plg:replicator:sync-resource', listener: (e: { resourceName: string; replicatorId: string }) => void): this;
+  on(event: 'plg:replicator:sync-completed', listener: (e: { replicatorId: string; total: number; errors: number }) => void): this;
+  on(event: 'replicator_log_error', listener: (e: { replicator: string; resourceName: string; recordId?: string; logError: string }) => void): this;
+  on(event: 'replicator_log_resource_creation_error', listener: (e: { error: string }) => void): this;
+  on(event: string | symbol, listener: (...args: any[]) => void): this;
+}
+
+export default ReplicatorPlugin;

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The full test suite, as CI runs it: installs what the tests need (idempotently), builds the
+# addon, then runs every test: rustfmt/clippy checks, the engine's cargo tests and the
+# node --test suites inside a real s3db.js Database.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# A cargo target directory outside the clone is a cache between runs; a cold one works too.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/s3db-replicator/target}"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "npm dependencies"
+if [ ! -d node_modules/s3db.js ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --ignore-scripts --no-audit --no-fund
+fi
+
+step "rustfmt and clippy"
+cargo fmt --all -- --check
+cargo clippy --no-default-features --features testing --all-targets -- -D warnings
+cargo clippy --lib -- -D warnings
+
+step "engine tests (cargo, no Node-API)"
+cargo test --no-default-features --features testing
+
+step "build the addon (debug)"
+npx napi build --platform --esm
+# The generated bindings are committed: a build must not change them.
+git diff --exit-code -- index.js index.d.ts || { echo "index.js/index.d.ts are stale: commit the regenerated files"; exit 1; }
+
+step "node tests (real s3db.js)"
+node --test --test-concurrency=2 __test__/
