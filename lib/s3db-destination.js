@@ -69,7 +69,7 @@ export class S3dbDestinations {
       let failed = null;
       for (const index of chain) {
         if (failed) {
-          // A later change of a record whose earlier change failed must wait for the retry.
+          // A later change of a record must not overtake the retry of an earlier one.
           results[index] = failed;
           failures++;
           continue;
@@ -77,9 +77,11 @@ export class S3dbDestinations {
         try {
           await this.apply(target, db, changes[index]);
         } catch (error) {
-          failed = { error: messageOf(error), retryable: error?.retriable !== false };
-          results[index] = failed;
+          const result = { error: messageOf(error), retryable: error?.retriable !== false };
+          results[index] = result;
           failures++;
+          // A permanent failure (e.g. validation) gives that change up; the next one proceeds.
+          if (result.retryable) failed = result;
         }
       }
     }));

@@ -12,6 +12,7 @@ pub enum ErrorCode {
     SinkRejected,
     Timeout,
     Stopped,
+    NotFound,
     Internal,
 }
 
@@ -24,6 +25,7 @@ impl ErrorCode {
             Self::SinkRejected => "ERR_SINK_REJECTED",
             Self::Timeout => "ERR_TIMEOUT",
             Self::Stopped => "ERR_STOPPED",
+            Self::NotFound => "ERR_NOT_FOUND",
             Self::Internal => "ERR_INTERNAL",
         }
     }
@@ -116,18 +118,15 @@ pub enum EngineError {
     Config(#[from] ConfigError),
     #[error("the replication engine is stopped; create a new plugin instance to replicate again")]
     Stopped,
-    #[error("replicator not found: {0}")]
+    #[error("Replicator not found: {0}")]
     UnknownReplicator(String),
-    #[error("could not read the change for resource '{resource}': {reason}")]
-    BadChange { resource: String, reason: String },
 }
 
 impl EngineError {
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Config(_) | Self::UnknownReplicator(_) | Self::BadChange { .. } => {
-                ErrorCode::Config
-            }
+            Self::Config(_) => ErrorCode::Config,
+            Self::UnknownReplicator(_) => ErrorCode::NotFound,
             Self::Stopped => ErrorCode::Stopped,
         }
     }

@@ -81,8 +81,8 @@ pub trait Host: Send + Sync + 'static {
     ) -> Result<Vec<CallbackResult>, String>;
 
     /// Writes changes to a destination that only JavaScript can reach (an s3db Database).
-    /// Changes of one record must be applied in order; once one fails, later changes of the
-    /// same record must not be applied (they are reported failed too).
+    /// Changes of one record must be applied in order; once one fails *retryably*, later
+    /// changes of the same record must not be applied (they are reported failed too).
     async fn deliver(&self, replicator: &str, changes: &[Change])
         -> Result<ItemResults, SinkError>;
 

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
@@ -97,11 +98,19 @@ pub(super) async fn run(
         }
         let n = batch.len() as u64;
         let outcomes = tokio::select! {
-            o = process(&shared, r, &batch) => o,
+            // Once stop() cancels, never poll the write again (it may be retrying).
+            biased;
             _ = cancel.changed() => stopped_outcomes(r, &batch),
+            o = std::panic::AssertUnwindSafe(process(&shared, r, &batch)).catch_unwind() => match o {
+                Ok(o) => o,
+                Err(_) => failed_outcomes(r, &batch, "internal: the destination driver panicked", ErrorCode::Internal),
+            },
         };
+        // Outcomes first: flush() takes a settled batch as reported to the host.
+        shared
+            .host
+            .emit(outcomes, shared.pending().saturating_sub(n));
         r.lanes[lane].settled.fetch_add(n, SeqCst);
-        shared.host.emit(outcomes, shared.pending());
         shared.progress.notify_waiters();
         if *cancel.borrow() {
             break;
@@ -116,10 +125,25 @@ pub(super) async fn run(
     if !rest.is_empty() {
         let n = rest.len() as u64;
         let outcomes = stopped_outcomes(r, &rest);
+        shared
+            .host
+            .emit(outcomes, shared.pending().saturating_sub(n));
         r.lanes[lane].settled.fetch_add(n, SeqCst);
-        shared.host.emit(outcomes, shared.pending());
     }
     shared.progress.notify_waiters();
+}
+
+fn failed_outcomes(
+    r: &Replicator,
+    batch: &[Delivery],
+    message: &str,
+    code: ErrorCode,
+) -> Vec<Outcome> {
+    let err = SinkError::retryable(message);
+    batch
+        .iter()
+        .map(|d| outcome(r, d, OutcomeStatus::Failed, 0, Some((&err, code))))
+        .collect()
 }
 
 fn stopped_outcomes(r: &Replicator, batch: &[Delivery]) -> Vec<Outcome> {

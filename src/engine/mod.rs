@@ -115,6 +115,8 @@ pub struct Engine {
     cancel: watch::Sender<bool>,
     drain: watch::Sender<bool>,
     stopped: AtomicBool,
+    /// stop() has finished: every task has ended.
+    finished: AtomicBool,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -218,6 +220,7 @@ impl Engine {
             cancel: cancel_tx,
             drain: drain_tx,
             stopped: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
         })
     }
 
@@ -310,10 +313,13 @@ impl Engine {
     }
 
     fn tasks_finished(&self) -> bool {
-        self.tasks
-            .lock()
-            .map(|t| t.iter().all(JoinHandle::is_finished))
-            .unwrap_or(true)
+        // stop() empties `tasks` while it drains: an empty list is not "finished".
+        self.finished.load(SeqCst)
+            || self
+                .tasks
+                .lock()
+                .map(|t| !t.is_empty() && t.iter().all(JoinHandle::is_finished))
+                .unwrap_or(true)
     }
 
     /// Stops accepting changes and drains what is queued, for at most `deadline`. Whatever is
@@ -357,6 +363,7 @@ impl Engine {
             r.sink.close().await;
         }
         self.shared.host.barrier().await;
+        self.finished.store(true, SeqCst);
         self.shared.progress.notify_waiters();
         StopReport { drained, abandoned }
     }

@@ -25,8 +25,10 @@ use crate::event::Change;
 pub enum BatchOutcome {
     /// Every change was applied.
     Delivered,
-    /// Some changes failed: `(index in the batch, error)`. The others were applied. A sink
-    /// must not apply a change of a record after an earlier change of it failed in the batch.
+    /// Some changes failed: `(index in the batch, error)`. The others were applied. After a
+    /// *retryable* failure of a record's change, a sink must not apply that record's later
+    /// changes in the batch (report them failed too), so the retry cannot overtake them. After
+    /// a permanent failure the earlier change is given up, and later changes may be applied.
     Partial(Vec<(usize, SinkError)>),
 }
 

@@ -140,7 +140,7 @@ impl WebhookSink {
             let mut failed: Option<SinkError> = None;
             for &i in chain {
                 if let Some(e) = &failed {
-                    // Never apply a later change of a record whose earlier change failed.
+                    // Never apply a later change of a record while an earlier one awaits a retry.
                     out.push((i, Some(e.clone())));
                     continue;
                 }
@@ -148,7 +148,8 @@ impl WebhookSink {
                     .send(single_body(&batch[i]), idempotency_key(&batch[i]))
                     .await
                     .err();
-                failed = r.clone();
+                // A permanent failure gives that change up; the record's next change proceeds.
+                failed = r.clone().filter(SinkError::is_retryable);
                 out.push((i, r));
             }
             out
