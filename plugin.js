@@ -355,7 +355,9 @@ export class ReplicatorPlugin extends Plugin {
           if (!report.drained) this.logger?.warn?.({ abandoned: report.abandoned }, 'ReplicatorPlugin stopped before every change was delivered');
         }
         this._release();
-        await this._destinations?.close();
+        await this._destinations?.close((replicator, error) => {
+          this.emit('replicator_cleanup_error', { replicator, error: error.message });
+        });
       })();
     }
     return this._stopping;

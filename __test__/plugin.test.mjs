@@ -486,3 +486,28 @@ test('enabled: false installs nothing', async () => {
     await source.disconnect();
   }
 });
+
+test('syncAllData copies records that existed before the plugin, through the engine', async () => {
+  const source = await memoryDb('src');
+  const target = await memoryDb('dst');
+  const users = await usersResource(source);
+  for (let i = 0; i < 250; i++) await users.insert({ id: `pre${i}`, name: `n${i}`, n: i });
+  const plugin = new ReplicatorPlugin({ replicators: [{ id: 'copy', driver: 's3db', client: target, resources: { users: 'people' } }] });
+  await source.usePlugin(plugin);
+  const progress = collect(plugin, 'plg:replicator:sync-resource', 'plg:replicator:sync-completed');
+  try {
+    const result = await plugin.syncAllData('copy');
+    assert.equal(result.total, 250);
+    assert.deepEqual(result.errors, []);
+    assert.equal(await target.resources.people.count(), 250);
+    assert.deepEqual(await read(target, 'people', 'pre7'), { id: 'pre7', name: 'n7', n: 7 });
+    assert.equal(progress['plg:replicator:sync-resource'].length, 1);
+    assert.equal(progress['plg:replicator:sync-completed'][0].total, 250);
+    const again = await plugin.syncAllData('copy');
+    assert.equal(again.errors.length, 0, 'a second run refreshes rows instead of failing');
+    await assert.rejects(plugin.syncAllData('nonexistent-id'), /Replicator not found: nonexistent-id/);
+  } finally {
+    await source.disconnect();
+    await target.disconnect();
+  }
+});

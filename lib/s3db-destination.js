@@ -142,10 +142,10 @@ export class S3dbDestinations {
   }
 
   /** Disconnects the databases this plugin opened (not the clients the user passed). */
-  async close() {
-    for (const target of this.targets.values()) {
+  async close(onError = () => {}) {
+    for (const [id, target] of this.targets) {
       if (target.owned && target.db && typeof target.db.disconnect === 'function') {
-        await target.db.disconnect().catch(() => {});
+        await target.db.disconnect().catch((error) => onError(id, error));
       }
     }
     this.targets.clear();
