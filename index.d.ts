@@ -35,8 +35,14 @@ export declare class ReplicationEngine {
   pending(): number
   /** Replicators with their routes and redacted configuration. */
   replicators(): import('./plugin').ReplicatorInfo[]
+  /**
+   * Schema sync of the destination tables of one source resource (`attributesJson`: the
+   * resource's s3db.js attributes). Resolves with the spec's events, or with `error` (code
+   * `ERR_SCHEMA` when a mismatch must stop initialisation); never rejects.
+   */
+  syncSchema(resource: string, attributesJson: string): Promise<{ events: Array<{ replicator: string, event: 'table_created' | 'table_altered' | 'table_recreated' | 'schema_mismatch', tableName: string, attributes?: string[], addedColumns?: string[], droppedColumns?: string[], message?: string }>, error?: { code: string, message: string, replicator: string } }>
   /** Checks every destination; the replicators that failed, with their errors. */
-  healthcheck(): Array<{ replicator: string, error: string }>
+  healthcheck(): Promise<Array<{ replicator: string, error: string }>>
 }
 
 /** Validates plugin options (JSON with functions replaced by `{ "$fn": id }`); `null` when valid. */

@@ -124,6 +124,7 @@ export type ErrorCode =
   | 'ERR_STOPPED'
   | 'ERR_INTERNAL'
   | 'ERR_NOT_FOUND'
+  | 'ERR_SCHEMA'
   | 'ERR_NOT_INSTALLED';
 
 export declare class ReplicatorError extends Error {
@@ -190,6 +191,19 @@ export interface ReplicatorStats {
   lastSync: string | null;
 }
 
+export interface SchemaSyncEvent {
+  replicator: string;
+  event: 'table_created' | 'table_altered' | 'table_recreated' | 'schema_mismatch';
+  tableName: string;
+  /** table_created: the columns created. */
+  attributes?: string[];
+  /** table_altered */
+  addedColumns?: string[];
+  droppedColumns?: string[];
+  /** schema_mismatch (onMismatch: 'warn') */
+  message?: string;
+}
+
 export interface BatchResult {
   success: boolean;
   total: number;
@@ -224,6 +238,8 @@ export declare class ReplicatorPlugin extends Plugin {
   enableReplicator(id: string): Promise<void>;
   replicateBatch(resourceName: string, records: Array<Record<string, any>>, options?: { replicator?: string }): Promise<BatchResult>;
   syncAllData(replicatorId: string): Promise<{ replicatorId: string; total: number; errors: BatchResult['errors'] }>;
+  /** Schema sync of the followed resources' destination tables (SQL drivers with `schemaSync`); call after `resource.updateAttributes()`. */
+  syncSchemas(): Promise<SchemaSyncEvent[]>;
   getReplicatorLogs(options?: { resourceName?: string; operation?: string; status?: string; limit?: number; offset?: number }): Promise<ReplicatorLogEntry[]>;
 
   on(event: 'plg:replicator:replicated', listener: (e: ReplicatedEvent) => void): this;
@@ -231,6 +247,8 @@ export declare class ReplicatorPlugin extends Plugin {
   on(event: 'plg:replicator:skipped', listener: (e: Record<string, unknown>) => void): this;
   on(event: 'plg:replicator:sync-resource', listener: (e: { resourceName: string; replicatorId: string }) => void): this;
   on(event: 'plg:replicator:sync-completed', listener: (e: { replicatorId: string; total: number; errors: number }) => void): this;
+  on(event: 'table_created' | 'table_altered' | 'table_recreated' | 'schema_mismatch', listener: (e: Omit<SchemaSyncEvent, 'event'>) => void): this;
+  on(event: 'schema_sync_completed', listener: (e: { resources: string[]; events: SchemaSyncEvent[] }) => void): this;
   on(event: 'replicator_log_error', listener: (e: { replicator: string; resourceName: string; recordId?: string; logError: string }) => void): this;
   on(event: 'replicator_log_resource_creation_error', listener: (e: { error: string }) => void): this;
   on(event: string | symbol, listener: (...args: any[]) => void): this;

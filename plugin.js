@@ -74,7 +74,15 @@ export class ReplicatorPlugin extends Plugin {
     })));
     if (this.config.persistReplicatorLog) await this._ensureLogResource();
     this._followAll();
-    this._afterCreateResource = (event) => this._follow(event?.resource ?? event);
+    // Schema sync (SQL drivers): a mismatch with onMismatch 'error' stops the installation.
+    await this.syncSchemas();
+    this._afterCreateResource = async (event) => {
+      const resource = event?.resource ?? event;
+      this._follow(resource);
+      if (this._listeners.has(resource?.name)) {
+        await this._syncSchema(resource).catch((error) => this._schemaError(resource.name, error));
+      }
+    };
     this.database.addHook('afterCreateResource', this._afterCreateResource);
     // With `new Database({ plugins })` the plugin is installed before saved resources load.
     this._onConnected = () => this._followAll();
@@ -186,6 +194,40 @@ export class ReplicatorPlugin extends Plugin {
     if (status) filter.status = status;
     const all = await this.replicatorLog.query(filter);
     return (all ?? []).slice(offset, offset + limit);
+  }
+
+  /**
+   * Creates or alters destination tables from the followed resources' attributes (drivers
+   * with `schemaSync`). Runs at install and for resources created later; call it again after
+   * `resource.updateAttributes(...)` to add new columns.
+   */
+  async syncSchemas() {
+    if (!this._engine) return [];
+    const names = [];
+    const events = [];
+    for (const { resource } of this._listeners.values()) {
+      events.push(...(await this._syncSchema(resource)));
+      names.push(resource.name);
+    }
+    if (events.length > 0 || names.length > 0) this.emit('schema_sync_completed', { resources: names, events });
+    return events;
+  }
+
+  async _syncSchema(resource) {
+    const { events, error } = await this._engine.syncSchema(resource.name, JSON.stringify(resource.attributes ?? {}));
+    if (error) {
+      throw new ReplicatorError(`Schema sync failed for resource '${resource.name}': ${error.message}`, {
+        code: error.code,
+        description: `${error.message}\nHow to fix: align the destination table with the resource, or change schemaSync (strategy, onMismatch) in the replicator's config.`,
+        context: { resourceName: resource.name, replicator: error.replicator, operation: 'schemaSync' },
+      });
+    }
+    for (const { event, ...payload } of events) this.emit(event, payload);
+    return events;
+  }
+
+  _schemaError(resourceName, error) {
+    this._report({ replicator: null, resourceName, operation: 'schemaSync', error: error.message, code: error.code ?? 'ERR_SCHEMA' });
   }
 
   // ---- resource listeners ----

@@ -14,6 +14,10 @@ if [ ! -d node_modules/s3db.js ] || [ package-lock.json -nt node_modules/.packag
   npm ci --ignore-scripts --no-audit --no-fund
 fi
 
+step "test services (PostgreSQL, MariaDB, libSQL server on loopback)"
+./scripts/services/databases.sh
+./scripts/services/sqld.sh
+
 step "rustfmt and clippy"
 cargo fmt --all -- --check
 cargo clippy --no-default-features --features testing --all-targets -- -D warnings

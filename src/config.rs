@@ -136,20 +136,7 @@ pub struct EngineConfig {
 /// Drivers that the spec names and this version does not ship yet: a clear error beats
 /// "unknown driver" for a name the user copied from the documentation.
 const PLANNED_DRIVERS: &[&str] = &[
-    "sqs",
-    "bigquery",
-    "postgresql",
-    "postgres",
-    "mysql",
-    "mariadb",
-    "planetscale",
-    "turso",
-    "dynamodb",
-    "mongodb",
-    "csv",
-    "jsonl",
-    "parquet",
-    "excel",
+    "sqs", "bigquery", "dynamodb", "mongodb", "csv", "jsonl", "parquet", "excel",
 ];
 
 impl EngineConfig {
@@ -582,7 +569,7 @@ mod tests {
                 "replicators[0].driver",
             ),
             (
-                json!({ "replicators": [{ "driver": "postgresql", "resources": ["u"] }] }),
+                json!({ "replicators": [{ "driver": "dynamodb", "resources": ["u"] }] }),
                 "replicators[0].driver",
             ),
             (s3db(json!([])), "replicators[0].resources"),

@@ -13,6 +13,7 @@ pub enum ErrorCode {
     Timeout,
     Stopped,
     NotFound,
+    Schema,
     Internal,
 }
 
@@ -26,6 +27,7 @@ impl ErrorCode {
             Self::Timeout => "ERR_TIMEOUT",
             Self::Stopped => "ERR_STOPPED",
             Self::NotFound => "ERR_NOT_FOUND",
+            Self::Schema => "ERR_SCHEMA",
             Self::Internal => "ERR_INTERNAL",
         }
     }
@@ -79,6 +81,8 @@ pub enum ErrorKind {
 pub struct SinkError {
     pub kind: ErrorKind,
     pub message: String,
+    /// The attempt ran out of time (reported as `ERR_TIMEOUT`).
+    pub timed_out: bool,
 }
 
 impl SinkError {
@@ -86,18 +90,28 @@ impl SinkError {
         Self {
             kind: ErrorKind::Retryable,
             message: message.into(),
+            timed_out: false,
+        }
+    }
+    /// A timeout: retryable, reported with `ERR_TIMEOUT`.
+    pub fn timed_out(message: impl Into<String>) -> Self {
+        Self {
+            timed_out: true,
+            ..Self::retryable(message)
         }
     }
     pub fn permanent(message: impl Into<String>) -> Self {
         Self {
             kind: ErrorKind::Permanent,
             message: message.into(),
+            timed_out: false,
         }
     }
     pub fn throttled(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
         Self {
             kind: ErrorKind::Throttled { retry_after },
             message: message.into(),
+            timed_out: false,
         }
     }
     pub fn is_retryable(&self) -> bool {
@@ -105,6 +119,7 @@ impl SinkError {
     }
     pub fn code(&self) -> ErrorCode {
         match self.kind {
+            _ if self.timed_out => ErrorCode::Timeout,
             ErrorKind::Permanent => ErrorCode::SinkRejected,
             _ => ErrorCode::SinkUnavailable,
         }

@@ -111,6 +111,11 @@ pub(super) async fn run(
             .host
             .emit(outcomes, shared.pending().saturating_sub(n));
         r.lanes[lane].settled.fetch_add(n, SeqCst);
+        // Two lanes finishing together may both have reported work pending: whoever sees the
+        // engine idle after settling says so, so the host can release the event loop.
+        if shared.pending() == 0 {
+            shared.host.emit(Vec::new(), 0);
+        }
         shared.progress.notify_waiters();
         if *cancel.borrow() {
             break;
@@ -236,7 +241,7 @@ async fn process(shared: &Shared, r: &Replicator, batch: &[Delivery]) -> Vec<Out
                 }
                 Some((attempts, Some(e))) => {
                     tracing::error!(message = "Change failed.", replicator = %r.id, resource = %d.event.resource, id = %d.event.id, attempts, error = %e);
-                    outcome(r, d, OutcomeStatus::Failed, *attempts, Some((e, if e.message.starts_with("timed out") { ErrorCode::Timeout } else { e.code() })))
+                    outcome(r, d, OutcomeStatus::Failed, *attempts, Some((e, e.code())))
                 }
                 None => outcome(r, d, OutcomeStatus::Failed, 0, Some((&SinkError::retryable("internal: no write result"), ErrorCode::Internal))),
             },
@@ -373,7 +378,7 @@ fn write<'a>(
             };
             let res = match timeout(limit, r.sink.write_batch(&current)).await {
                 Ok(res) => res,
-                Err(_) => Err(SinkError::retryable(format!(
+                Err(_) => Err(SinkError::timed_out(format!(
                     "timed out after {} ms",
                     shared.config.timeout_ms
                 ))),

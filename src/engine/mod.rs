@@ -24,9 +24,10 @@ pub use metrics::ReplicatorStats;
 pub use retry::{RetryPolicy, Strategy};
 
 use crate::config::{EngineConfig, Route};
+use crate::error::SinkError;
 use crate::error::{ConfigError, EngineError};
 use crate::event::{Op, SharedEvent};
-use crate::sinks::{Sink, SinkContext};
+use crate::sinks::{SchemaEvent, Sink, SinkContext};
 use lane::LaneHandle;
 use metrics::Metrics;
 
@@ -412,6 +413,38 @@ impl Engine {
             }
         }
         bad
+    }
+
+    /// Runs schema sync for every destination table a source resource is routed to, given
+    /// the resource's s3db.js attributes. Returns what was done, per replicator; the first
+    /// failure (e.g. a mismatch with `onMismatch: 'error'`) as `Err((replicator, error))`.
+    pub async fn sync_schema(
+        &self,
+        resource: &str,
+        attributes: &serde_json::Value,
+    ) -> Result<Vec<(String, SchemaEvent)>, (String, SinkError)> {
+        let schema = crate::schema::parse_attributes(attributes);
+        let mut events = Vec::new();
+        for r in &self.shared.replicators {
+            let Some(routes) = r.by_source.get(resource) else {
+                continue;
+            };
+            let mut done: Vec<&str> = Vec::new();
+            for &i in routes {
+                let route = &r.routes[i];
+                if done.contains(&route.dest.as_str()) {
+                    continue;
+                }
+                done.push(&route.dest);
+                let table_events = r
+                    .sink
+                    .sync_schema(&route.dest, &schema)
+                    .await
+                    .map_err(|e| (r.id.clone(), e))?;
+                events.extend(table_events.into_iter().map(|e| (r.id.clone(), e)));
+            }
+        }
+        Ok(events)
     }
 }
 

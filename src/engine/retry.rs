@@ -4,6 +4,10 @@ use std::time::Duration;
 
 use crate::error::{ErrorKind, SinkError};
 
+/// A destination's `Retry-After` is honoured beyond `max`, up to this (a lane waiting an hour
+/// because a server said so would look like an outage).
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(300);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
     /// `base`, `2×base`, `4×base`, ... up to `max`, with jitter.
@@ -52,7 +56,7 @@ impl RetryPolicy {
         match error.kind {
             ErrorKind::Throttled {
                 retry_after: Some(after),
-            } => jittered.max(after.min(self.max.max(after))),
+            } => jittered.max(after.min(self.max.max(RETRY_AFTER_CAP))),
             _ => jittered,
         }
     }
@@ -102,6 +106,13 @@ mod tests {
         let p = policy(Strategy::Fixed, false);
         let e = SinkError::throttled("429", Some(Duration::from_millis(300)));
         assert_eq!(p.delay(1, &e), Duration::from_millis(300));
+    }
+
+    #[test]
+    fn retry_after_is_capped() {
+        let p = policy(Strategy::Fixed, false);
+        let e = SinkError::throttled("429", Some(Duration::from_secs(3600)));
+        assert_eq!(p.delay(1, &e), RETRY_AFTER_CAP);
     }
 
     #[test]

@@ -180,8 +180,46 @@ impl ReplicationEngine {
         )
     }
 
+    /// Schema sync of the destination tables of one source resource (`attributesJson`: the
+    /// resource's s3db.js attributes). Resolves with the spec's events, or with `error` (code
+    /// `ERR_SCHEMA` when a mismatch must stop initialisation); never rejects.
+    #[napi(
+        ts_return_type = "Promise<{ events: Array<{ replicator: string, event: 'table_created' | 'table_altered' | 'table_recreated' | 'schema_mismatch', tableName: string, attributes?: string[], addedColumns?: string[], droppedColumns?: string[], message?: string }>, error?: { code: string, message: string, replicator: string } }>"
+    )]
+    pub async fn sync_schema(&self, resource: String, attributes_json: String) -> Value {
+        let attributes: Value = match serde_json::from_str(&attributes_json) {
+            Ok(v) => v,
+            Err(e) => {
+                return json!({ "events": [], "error": { "code": ErrorCode::Config.as_str(), "message": format!("attributes are not JSON: {e}"), "replicator": "" } })
+            }
+        };
+        match self.engine.sync_schema(&resource, &attributes).await {
+            Ok(events) => {
+                let events: Vec<Value> = events
+                    .into_iter()
+                    .map(|(replicator, event)| {
+                        let mut v = serde_json::to_value(event).unwrap_or(Value::Null);
+                        if let Value::Object(m) = &mut v {
+                            m.insert("replicator".into(), Value::String(replicator));
+                        }
+                        v
+                    })
+                    .collect();
+                json!({ "events": events })
+            }
+            Err((replicator, e)) => {
+                let code = if e.is_retryable() {
+                    ErrorCode::SinkUnavailable
+                } else {
+                    ErrorCode::Schema
+                };
+                json!({ "events": [], "error": { "code": code.as_str(), "message": format!("replicator '{replicator}': {}", e.message), "replicator": replicator } })
+            }
+        }
+    }
+
     /// Checks every destination; the replicators that failed, with their errors.
-    #[napi(ts_return_type = "Array<{ replicator: string, error: string }>")]
+    #[napi(ts_return_type = "Promise<Array<{ replicator: string, error: string }>>")]
     pub async fn healthcheck(&self) -> Value {
         let bad = self.engine.healthcheck().await;
         Value::Array(

@@ -2,9 +2,13 @@
 //! matches on a driver name. Sinks never retry or sleep: they classify their errors and the
 //! engine (`engine::lane`) decides what to do.
 
+pub mod mysql;
+pub mod postgres;
 mod s3db;
+pub mod sql;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod turso;
 mod webhook;
 
 use std::sync::Arc;
@@ -13,12 +17,41 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub use mysql::{MySqlConfig, PlanetScaleConfig};
+pub use postgres::PostgresConfig;
 pub use s3db::S3dbConfig;
+pub use turso::TursoConfig;
 pub use webhook::WebhookConfig;
 
 use crate::engine::{Host, RetryPolicy};
 use crate::error::{ConfigError, SinkError};
 use crate::event::Change;
+use crate::schema::ResourceSchema;
+
+/// What schema sync did to a table, reported to the plugin as the spec's events.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum SchemaEvent {
+    /// `table_created { tableName, attributes }`.
+    #[serde(rename_all = "camelCase")]
+    TableCreated {
+        table_name: String,
+        attributes: Vec<String>,
+    },
+    /// `table_altered { tableName, addedColumns }`.
+    #[serde(rename_all = "camelCase")]
+    TableAltered {
+        table_name: String,
+        added_columns: Vec<String>,
+        dropped_columns: Vec<String>,
+    },
+    /// `table_recreated { tableName }`.
+    #[serde(rename_all = "camelCase")]
+    TableRecreated { table_name: String },
+    /// A mismatch with `onMismatch: 'warn'`.
+    #[serde(rename_all = "camelCase")]
+    SchemaMismatch { table_name: String, message: String },
+}
 
 /// The result of a batch write that did not fail as a whole.
 #[derive(Debug)]
@@ -46,6 +79,15 @@ pub trait Sink: Send + Sync {
     async fn healthcheck(&self) -> Result<(), SinkError> {
         Ok(())
     }
+    /// Brings destination `table` in line with a source resource's schema (SQL sinks with
+    /// `schemaSync`). A no-op for sinks without a schema.
+    async fn sync_schema(
+        &self,
+        _table: &str,
+        _schema: &ResourceSchema,
+    ) -> Result<Vec<SchemaEvent>, SinkError> {
+        Ok(Vec::new())
+    }
     /// Applies a batch. Must be idempotent: a redelivered change does no harm.
     async fn write_batch(&self, batch: &[Change]) -> Result<BatchOutcome, SinkError>;
     async fn close(&self) {}
@@ -63,16 +105,39 @@ pub struct SinkContext {
 pub enum SinkConfig {
     S3db(S3dbConfig),
     Webhook(WebhookConfig),
+    /// `postgresql` and its alias `postgres`.
+    Postgres(PostgresConfig),
+    /// `mysql` and `mariadb`.
+    MySql(MySqlConfig),
+    PlanetScale(PlanetScaleConfig),
+    Turso(TursoConfig),
 }
 
 impl SinkConfig {
     /// Drivers this version ships.
-    pub const DRIVERS: &'static [&'static str] = &["s3db", "webhook"];
+    pub const DRIVERS: &'static [&'static str] = &[
+        "s3db",
+        "webhook",
+        "postgresql",
+        "postgres",
+        "mysql",
+        "mariadb",
+        "planetscale",
+        "turso",
+    ];
 
     pub fn parse(driver: &str, config: Value) -> Result<Self, ConfigError> {
         Ok(match driver {
             "s3db" => Self::S3db(parse_section::<S3dbConfig>(config)?.validated()?),
             "webhook" => Self::Webhook(parse_section::<WebhookConfig>(config)?.validated()?),
+            "postgresql" | "postgres" => {
+                Self::Postgres(parse_section::<PostgresConfig>(config)?.validated()?)
+            }
+            "mysql" | "mariadb" => Self::MySql(parse_section::<MySqlConfig>(config)?.validated()?),
+            "planetscale" => {
+                Self::PlanetScale(parse_section::<PlanetScaleConfig>(config)?.validated()?)
+            }
+            "turso" => Self::Turso(parse_section::<TursoConfig>(config)?.validated()?),
             other => {
                 return Err(ConfigError::new(
                     "",
@@ -87,6 +152,10 @@ impl SinkConfig {
         Ok(match self {
             Self::S3db(c) => Arc::new(s3db::S3dbSink::new(c.clone(), ctx)),
             Self::Webhook(c) => Arc::new(webhook::WebhookSink::new(c.clone())?),
+            Self::Postgres(c) => postgres::build(c)?,
+            Self::MySql(c) => mysql::build(c)?,
+            Self::PlanetScale(c) => mysql::build_planetscale(c)?,
+            Self::Turso(c) => turso::build(c)?,
         })
     }
 
@@ -95,6 +164,10 @@ impl SinkConfig {
         match self {
             Self::S3db(c) => c.redacted(),
             Self::Webhook(c) => c.redacted(),
+            Self::Postgres(c) => c.redacted(),
+            Self::MySql(c) => c.redacted(),
+            Self::PlanetScale(c) => c.redacted(),
+            Self::Turso(c) => c.redacted(),
         }
     }
 }

@@ -50,9 +50,10 @@ pub fn batch_body(changes: &[Change]) -> Vec<u8> {
     .unwrap_or_default()
 }
 
-/// A key a receiver can use to drop redeliveries: `{resource}:{id}:{seq}`.
-pub fn idempotency_key(c: &Change) -> String {
-    format!("{}:{}:{}", c.dest, c.id, c.seq)
+/// A key a receiver can use to drop redeliveries: `{resource}:{id}:{instance}:{seq}`. The
+/// instance (random per engine) keeps keys of different processes apart: `seq` restarts at 1.
+pub fn idempotency_key(instance: &str, c: &Change) -> String {
+    format!("{}:{}:{instance}:{}", c.dest, c.id, c.seq)
 }
 
 #[cfg(test)]
@@ -100,6 +101,9 @@ mod tests {
                 .unwrap();
         assert_eq!(v["batch"].as_array().unwrap().len(), 2);
         assert_eq!(v["batch"][1]["action"], "update");
-        assert_eq!(idempotency_key(&change(Op::Inserted)), "users:u1:7");
+        assert_eq!(
+            idempotency_key("ab12", &change(Op::Inserted)),
+            "users:u1:ab12:7"
+        );
     }
 }

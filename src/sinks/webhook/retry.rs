@@ -17,7 +17,12 @@ pub fn classify_transport(error: &reqwest::Error) -> SinkError {
     };
     // Without the URL: it may carry credentials, and the replicator id already says where.
     let detail = redact(&error.without_url_ref().to_string());
-    SinkError::retryable(format!("Failed to replicate to webhook: {what} ({detail})"))
+    let message = format!("Failed to replicate to webhook: {what} ({detail})");
+    if error.is_timeout() {
+        SinkError::timed_out(message)
+    } else {
+        SinkError::retryable(message)
+    }
 }
 
 /// A non-2xx answer: retried if the user listed the status, otherwise final.

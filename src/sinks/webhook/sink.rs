@@ -16,10 +16,16 @@ use crate::error::{ConfigError, SinkError};
 use crate::event::Change;
 use crate::sinks::{BatchOutcome, Sink};
 
+/// Most requests one sink has in flight without `batch` (records are sent in parallel).
+const MAX_IN_FLIGHT: usize = 32;
+
 pub struct WebhookSink {
     config: WebhookConfig,
     client: Client,
     method: Method,
+    /// Random per sink instance, part of every `Idempotency-Key`.
+    instance: String,
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl WebhookSink {
@@ -91,6 +97,8 @@ impl WebhookSink {
             config,
             client,
             method,
+            instance: format!("{:016x}", fastrand::u64(..)),
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
         })
     }
 
@@ -124,6 +132,16 @@ impl WebhookSink {
         ))
     }
 
+    /// `send`, holding one of the sink's in-flight slots.
+    async fn send_limited(&self, body: Vec<u8>, key: String) -> Result<(), SinkError> {
+        let _slot = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| SinkError::retryable("the webhook sink is closing"))?;
+        self.send(body, key).await
+    }
+
     /// Sends one change per request: one record's changes one after another, records in parallel.
     async fn send_each(&self, batch: &[Change]) -> Vec<Option<SinkError>> {
         let mut chains: Vec<Vec<usize>> = Vec::new();
@@ -145,7 +163,10 @@ impl WebhookSink {
                     continue;
                 }
                 let r = self
-                    .send(single_body(&batch[i]), idempotency_key(&batch[i]))
+                    .send_limited(
+                        single_body(&batch[i]),
+                        idempotency_key(&self.instance, &batch[i]),
+                    )
                     .await
                     .err();
                 // A permanent failure gives that change up; the record's next change proceeds.
@@ -190,7 +211,12 @@ impl Sink for WebhookSink {
             return Ok(BatchOutcome::Delivered);
         }
         if self.config.batch {
-            let key = format!("batch:{}-{}", batch[0].seq, batch[batch.len() - 1].seq);
+            let key = format!(
+                "batch:{}:{}-{}",
+                self.instance,
+                batch[0].seq,
+                batch[batch.len() - 1].seq
+            );
             self.send(batch_body(batch), key).await?;
             return Ok(BatchOutcome::Delivered);
         }
@@ -203,7 +229,7 @@ impl Sink for WebhookSink {
         if failed.is_empty() {
             return Ok(BatchOutcome::Delivered);
         }
-        if failed.len() == batch.len() {
+        if failed.len() == batch.len() && failed.iter().all(|(_, e)| e.is_retryable()) {
             // Nothing got through: report it as one failure of the destination.
             return Err(failed
                 .into_iter()

@@ -1,0 +1,13 @@
+//! Source resource schemas (s3db.js attribute notation) and their SQL shapes: type mapping per
+//! dialect, identifier quoting, CREATE TABLE and the diff against a live table.
+
+mod ddl;
+mod dialect;
+mod types;
+
+pub use ddl::{
+    add_column, create_table, diff, drop_column, drop_table, infer_attribute, log_table,
+    LiveColumn, SchemaDiff,
+};
+pub use dialect::Dialect;
+pub use types::{parse_attributes, AttrType, Attribute, ResourceSchema};
