@@ -72,6 +72,82 @@ export interface WebhookDriverConfig {
   batchSize?: number;
 }
 
+export interface SchemaSyncOptions {
+  /** Default false. */
+  enabled?: boolean;
+  /** Default 'alter'. */
+  strategy?: 'alter' | 'drop-create' | 'validate-only';
+  /** Default 'error'. */
+  onMismatch?: 'error' | 'warn' | 'ignore';
+  /** Default true. */
+  autoCreateTable?: boolean;
+  /** Default true. */
+  autoCreateColumns?: boolean;
+  /** Default false. */
+  dropMissingColumns?: boolean;
+}
+
+export type SslOption = boolean | { rejectUnauthorized?: boolean; ca?: string | Buffer; cert?: string | Buffer; key?: string | Buffer };
+
+interface SqlCommonConfig {
+  /** Pool size. Default 10. */
+  connectionLimit?: number;
+  /** Audit table with one row per applied operation. */
+  logTable?: string;
+  schemaSync?: SchemaSyncOptions;
+  ssl?: SslOption;
+}
+
+export interface PostgresDriverConfig extends SqlCommonConfig {
+  /** postgres://user:pass@host:5432/db (credentials are never logged). */
+  connectionString?: string;
+  host?: string;
+  /** Default 5432. */
+  port?: number;
+  database?: string;
+  user?: string;
+  password?: string;
+  /** Wait for a pooled connection, ms. Default 10000. */
+  connectionTimeoutMillis?: number;
+}
+
+export interface MySqlDriverConfig extends SqlCommonConfig {
+  /** mysql://user:pass@host:3306/db (alias: url). */
+  connectionString?: string;
+  url?: string;
+  host?: string;
+  /** Default 3306. */
+  port?: number;
+  database?: string;
+  user?: string;
+  username?: string;
+  password?: string;
+  /** Wait for a pooled connection, ms. Default 10000. */
+  connectTimeout?: number;
+}
+
+export interface PlanetScaleDriverConfig extends SqlCommonConfig {
+  /** mysql://... (alias: connectionString). */
+  url?: string;
+  host?: string;
+  port?: number;
+  database?: string;
+  username?: string;
+  password?: string;
+  /** TLS is on by default. */
+  ssl?: SslOption;
+  connectTimeout?: number;
+}
+
+export interface TursoDriverConfig {
+  /** libsql://db-org.turso.io, https://..., http://127.0.0.1:8080 or file:./local.db */
+  url: string;
+  /** Required for remote Turso hosts. */
+  authToken?: string;
+  logTable?: string;
+  schemaSync?: SchemaSyncOptions;
+}
+
 interface ReplicatorBase {
   /** Unique id; default: the driver name (`s3db`), or `s3db-1`, `s3db-2` when a driver is used twice. */
   id?: string;
@@ -82,7 +158,11 @@ interface ReplicatorBase {
 
 export type ReplicatorConfig =
   | (ReplicatorBase & { driver: 's3db'; config?: S3dbDriverConfig; client?: object })
-  | (ReplicatorBase & { driver: 'webhook'; config: WebhookDriverConfig });
+  | (ReplicatorBase & { driver: 'webhook'; config: WebhookDriverConfig })
+  | (ReplicatorBase & { driver: 'postgresql' | 'postgres'; config: PostgresDriverConfig })
+  | (ReplicatorBase & { driver: 'mysql' | 'mariadb'; config: MySqlDriverConfig })
+  | (ReplicatorBase & { driver: 'planetscale'; config: PlanetScaleDriverConfig })
+  | (ReplicatorBase & { driver: 'turso'; config: TursoDriverConfig });
 
 export interface ReplicatorPluginOptions {
   /** Default true. */
