@@ -513,9 +513,13 @@ async fn log_tables_of_the_original_drivers_keep_working() {
     for (db, create) in ddl {
         let log = sql_conformance::table("stock_log");
         let t = sql_conformance::table("stock_logged");
-        db.exec(&create.replace("{t}", &db.dialect().quote_table(&log))).await;
+        db.exec(&create.replace("{t}", &db.dialect().quote_table(&log)))
+            .await;
         let sink = db.sink(json!({ "logTable": log, "schemaSync": { "enabled": true } }));
-        for batch in [vec![sql_conformance::ins(&t, "a", json!({ "v": 1 }))], vec![sql_conformance::del(&t, "a")]] {
+        for batch in [
+            vec![sql_conformance::ins(&t, "a", json!({ "v": 1 }))],
+            vec![sql_conformance::del(&t, "a")],
+        ] {
             match sink.write_batch(&batch).await {
                 Ok(s3db_replicator::sinks::BatchOutcome::Delivered) => {}
                 other => panic!("{other:?}"),
@@ -525,7 +529,13 @@ async fn log_tables_of_the_original_drivers_keep_working() {
             .rows(&log)
             .await
             .into_values()
-            .map(|r| (r["resource_name"].as_str().unwrap().into(), r["operation"].as_str().unwrap().into(), r["source"].as_str().unwrap().into()))
+            .map(|r| {
+                (
+                    r["resource_name"].as_str().unwrap().into(),
+                    r["operation"].as_str().unwrap().into(),
+                    r["source"].as_str().unwrap().into(),
+                )
+            })
             .collect();
         rows.sort();
         assert_eq!(
@@ -537,7 +547,8 @@ async fn log_tables_of_the_original_drivers_keep_working() {
         );
         sink.close().await;
         for x in [&t, &log] {
-            db.exec(&s3db_replicator::schema::drop_table(db.dialect(), x)).await;
+            db.exec(&s3db_replicator::schema::drop_table(db.dialect(), x))
+                .await;
         }
     }
 }

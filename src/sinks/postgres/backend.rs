@@ -148,13 +148,24 @@ fn is_temporal(ty: &str) -> bool {
 /// The column of `logTable` that names the resource: `resource` (the tables this engine
 /// creates) or `resource_name` (tables the original s3db.js driver created).
 pub(crate) fn log_resource_column(columns: &[LiveColumn]) -> String {
-    let find = |want: &str| columns.iter().find(|c| c.name == want).or_else(|| columns.iter().find(|c| c.name.eq_ignore_ascii_case(want)));
-    find("resource").or_else(|| find("resource_name")).map_or_else(|| "resource".to_string(), |c| c.name.clone())
+    let find = |want: &str| {
+        columns
+            .iter()
+            .find(|c| c.name == want)
+            .or_else(|| columns.iter().find(|c| c.name.eq_ignore_ascii_case(want)))
+    };
+    find("resource")
+        .or_else(|| find("resource_name"))
+        .map_or_else(|| "resource".to_string(), |c| c.name.clone())
 }
 
 /// The statements of a plan, in order: per table its upserts then its deletes, then the log
 /// (`log_resource` names its resource column).
-pub(crate) fn plan_statements(plan: &WritePlan, columns: &TableColumns, log_resource: &str) -> Vec<PgStatement> {
+pub(crate) fn plan_statements(
+    plan: &WritePlan,
+    columns: &TableColumns,
+    log_resource: &str,
+) -> Vec<PgStatement> {
     let d = Dialect::Postgres;
     let empty = HashMap::new();
     let mut out = Vec::new();
@@ -246,17 +257,27 @@ pub struct PgBackend {
 
 impl PgBackend {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, log_resource: Default::default() }
+        Self {
+            pool,
+            log_resource: Default::default(),
+        }
     }
 
     async fn log_resource(&self, plan: &WritePlan) -> Result<String, SinkError> {
-        let Some((log, _)) = &plan.log else { return Ok("resource".into()) };
+        let Some((log, _)) = &plan.log else {
+            return Ok("resource".into());
+        };
         if let Some(c) = self.log_resource.lock().await.get(log) {
             return Ok(c.clone());
         }
-        let Some(cols) = self.describe(log).await? else { return Ok("resource".into()) };
+        let Some(cols) = self.describe(log).await? else {
+            return Ok("resource".into());
+        };
         let c = log_resource_column(&cols);
-        self.log_resource.lock().await.insert(log.clone(), c.clone());
+        self.log_resource
+            .lock()
+            .await
+            .insert(log.clone(), c.clone());
         Ok(c)
     }
 }
@@ -413,16 +434,46 @@ mod tests {
 
     #[test]
     fn log_tables_of_the_original_driver_are_written_too() {
-        let col = |n: &str| LiveColumn { name: n.into(), data_type: "text".into() };
-        assert_eq!(log_resource_column(&[col("id"), col("resource"), col("operation")]), "resource");
-        assert_eq!(log_resource_column(&[col("id"), col("resource_name"), col("timestamp"), col("source")]), "resource_name");
-        assert_eq!(log_resource_column(&[col("RESOURCE_NAME")]), "RESOURCE_NAME");
+        let col = |n: &str| LiveColumn {
+            name: n.into(),
+            data_type: "text".into(),
+        };
+        assert_eq!(
+            log_resource_column(&[col("id"), col("resource"), col("operation")]),
+            "resource"
+        );
+        assert_eq!(
+            log_resource_column(&[
+                col("id"),
+                col("resource_name"),
+                col("timestamp"),
+                col("source")
+            ]),
+            "resource_name"
+        );
+        assert_eq!(
+            log_resource_column(&[col("RESOURCE_NAME")]),
+            "RESOURCE_NAME"
+        );
         assert_eq!(log_resource_column(&[]), "resource");
         let plan = WritePlan {
             tables: vec![],
-            log: Some(("log".into(), vec![LogRow { resource: "r".into(), operation: "inserted", record_id: "a".into(), data: json!(null), timestamp_ms: 0 }])),
+            log: Some((
+                "log".into(),
+                vec![LogRow {
+                    resource: "r".into(),
+                    operation: "inserted",
+                    record_id: "a".into(),
+                    data: json!(null),
+                    timestamp_ms: 0,
+                }],
+            )),
         };
-        assert!(plan_statements(&plan, &TableColumns::new(), "resource_name")[0].sql.starts_with("INSERT INTO \"log\" (\"resource_name\", \"operation\""));
+        assert!(
+            plan_statements(&plan, &TableColumns::new(), "resource_name")[0]
+                .sql
+                .starts_with("INSERT INTO \"log\" (\"resource_name\", \"operation\"")
+        );
     }
 
     #[test]

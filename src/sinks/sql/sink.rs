@@ -217,6 +217,13 @@ impl<B: SqlBackend> Sink for SqlSink<B> {
         if !ok.is_empty() {
             let plan = plan_batch(&ok, self.log_table.as_deref());
             if let Err(e) = self.backend.apply(&plan, &columns).await {
+                // The table may have changed behind our back (a column or table dropped): look
+                // it up again on the next attempt instead of failing forever from the cache.
+                let mut cache = self.columns.lock().await;
+                for (table, _) in &by_table {
+                    cache.remove(table);
+                }
+                drop(cache);
                 if failed.is_empty() {
                     return Err(e);
                 }

@@ -36,7 +36,7 @@ pub struct TursoBackend {
     target: Target,
     token: String,
     /// The connection, serialising every use (SQLite has one writer anyway). `None` until the
-    /// first use and after a transient failure, so the next use reconnects.
+    /// first use, and after a transient failure or an abandoned call: the next use reconnects.
     state: Mutex<Option<Open>>,
 }
 
@@ -48,8 +48,9 @@ pub struct Statement {
     pub context: String,
 }
 
-/// Whether a server dropped the connection's stream (it does after ~10 s of inactivity): the
-/// statement did not run, so it is safe to run it again on a new connection.
+/// Whether the server dropped the connection's stream (it does after ~10 s of inactivity).
+/// The call is then run again on a new connection: a statement refused that way did not run,
+/// and a plan's upserts and deletes are idempotent anyway.
 fn stream_gone(e: &SinkError) -> bool {
     e.message.contains("STREAM_EXPIRED")
         || e.message.contains("stream closed")
@@ -104,39 +105,33 @@ impl TursoBackend {
 
     /// Runs `f` with the connection, holding the lock. A remote connection idle for a while is
     /// replaced first (the server expires idle streams), and `f` runs once more on a new
-    /// connection when the server says the stream is gone. The connection is dropped after a
-    /// transient failure so that the next call starts afresh.
+    /// connection when the server says the stream is gone. The connection is kept only when
+    /// `f` finished with success or a permanent error: after a transient failure, or when the
+    /// call is abandoned mid-way (the engine's timeout drops it), the next call reconnects.
     async fn with_conn<T, F, Fut>(&self, f: F) -> Result<T, SinkError>
     where
         F: Fn(Connection) -> Fut,
         Fut: std::future::Future<Output = Result<T, SinkError>>,
     {
         let mut state = self.state.lock().await;
-        if self.is_remote()
-            && state
-                .as_ref()
-                .is_some_and(|o| o.last_used.elapsed() > REMOTE_IDLE)
-        {
-            *state = None;
-        }
         let mut retried = false;
         loop {
-            if state.is_none() {
-                *state = Some(self.open().await?);
-            }
-            let open = state.as_mut().expect("opened above");
-            open.last_used = Instant::now();
+            let mut open = match state.take() {
+                Some(o) if !(self.is_remote() && o.last_used.elapsed() > REMOTE_IDLE) => o,
+                _ => self.open().await?,
+            };
             let result = f(open.conn.clone()).await;
             match &result {
                 Err(e) if self.is_remote() && !retried && stream_gone(e) => {
+                    tracing::debug!(message = "The libSQL server dropped the stream; reconnecting.", error = %e.message);
                     retried = true;
-                    *state = None;
                 }
-                Err(e) if e.is_retryable() => {
-                    *state = None;
+                Err(e) if e.is_retryable() => return result,
+                _ => {
+                    open.last_used = Instant::now();
+                    *state = Some(open);
                     return result;
                 }
-                _ => return result,
             }
         }
     }

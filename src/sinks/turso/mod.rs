@@ -7,7 +7,7 @@ mod retry;
 
 use std::sync::Arc;
 
-pub use backend::{bind_value, plan_statements, sql_value, Affinity, Statement, TursoBackend};
+pub use backend::TursoBackend;
 pub use config::{Target, TursoConfig};
 
 use crate::error::ConfigError;
