@@ -10,8 +10,10 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/s3db-replicator/target
 step() { printf '\n== %s\n' "$*"; }
 
 step "npm dependencies"
+# `npm install`, not `npm ci`: s3db.js lists optional dependencies that this registry does not
+# have, which `npm ci` treats as a lock mismatch. The lock file still pins every version.
 if [ ! -d node_modules/s3db.js ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --ignore-scripts --no-audit --no-fund
+  npm install --ignore-scripts --no-audit --no-fund
 fi
 
 step "test services (PostgreSQL, MariaDB, libSQL server on loopback)"
