@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio::time::{timeout, Instant};
+use tokio::time::timeout;
 
 use super::{now_ms, CallbackCall, Delivery, Outcome, OutcomeStatus, Replicator, Shared};
 use crate::error::{ErrorCode, SinkError};
@@ -61,11 +61,8 @@ pub(super) async fn run(
 ) {
     let r = &shared.replicators[rep];
     let max = shared.config.batch_size.min(r.sink.max_batch_size()).max(1);
-    let linger = Duration::from_millis(shared.config.linger_ms);
     let mut cancel = shared.cancel.clone();
     let mut drain = shared.drain.clone();
-    let _span = tracing::debug_span!("lane", replicator = %r.id, lane).entered();
-    drop(_span);
     loop {
         let first = tokio::select! {
             biased;
@@ -87,15 +84,8 @@ pub(super) async fn run(
                 Err(_) => break,
             }
         }
-        if batch.len() < max && !linger.is_zero() {
-            let until = Instant::now() + linger;
-            while batch.len() < max {
-                match tokio::time::timeout_at(until, rx.recv()).await {
-                    Ok(Some(d)) => batch.push(d),
-                    _ => break,
-                }
-            }
-        }
+        // No waiting here: the router lingers between rounds, so under load changes arrive in
+        // bursts and the batch fills by itself; an idle lane writes the first change at once.
         let n = batch.len() as u64;
         let outcomes = tokio::select! {
             // Once stop() cancels, never poll the write again (it may be retrying).

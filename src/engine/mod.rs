@@ -14,7 +14,7 @@ mod router;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
@@ -39,6 +39,8 @@ pub(crate) struct Intake {
     /// Only this replicator (full sync, `replicateBatch` to one target).
     only: Option<usize>,
     ticket: Option<u64>,
+    /// When `push` accepted it: outcome durations start here.
+    at: Instant,
 }
 
 /// One routed change waiting in a lane.
@@ -254,6 +256,7 @@ impl Engine {
                 json,
                 only,
                 ticket,
+                at: Instant::now(),
             })
             .is_err()
         {

@@ -4,7 +4,7 @@
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -15,6 +15,8 @@ use crate::event::{clean_record, ChangeEvent};
 pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Intake>) {
     let mut seq = 0u64;
     let mut rejected = Vec::new();
+    let linger = Duration::from_millis(shared.config.linger_ms);
+    let mut cancel = shared.cancel.clone();
     while let Some(first) = rx.recv().await {
         // Route everything already waiting before signalling progress once.
         let mut next = Some(first);
@@ -34,6 +36,16 @@ pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Int
         }
         shared.routed.fetch_add(n, SeqCst);
         shared.progress.notify_waiters();
+        // Stay off the channel for one linger period: pushes arriving meanwhile queue up without
+        // waking this task. A wake is a cross-thread unpark paid inside push() by the JS thread,
+        // so this caps that cost at one per lingerMs under load and batches the lanes' input.
+        // An idle engine still routes the next change at once (the wait comes after routing).
+        if linger > Duration::ZERO && !*cancel.borrow() {
+            tokio::select! {
+                _ = tokio::time::sleep(linger) => {}
+                _ = cancel.changed() => {}
+            }
+        }
     }
 }
 
@@ -42,7 +54,7 @@ fn route(shared: &Shared, seq: u64, intake: Intake) -> Option<Outcome> {
     if !shared.config.enabled {
         return None;
     }
-    let accepted_at = Instant::now();
+    let accepted_at = intake.at;
     let parsed = serde_json::from_str(&intake.json)
         .map_err(|e| format!("invalid JSON: {e}"))
         .and_then(clean_record);

@@ -1,0 +1,180 @@
+#!/usr/bin/env node
+// Benchmark: the stock s3db.js ReplicatorPlugin vs ours, same workload, same run, alternating.
+//
+//   node bench/compare.mjs            N = 10,000 changes per run
+//   node bench/compare.mjs --quick    N = 2,000 (a smoke run)
+//   node bench/compare.mjs --big      N = 100,000
+//   node bench/compare.mjs --from bench/results/results.json   re-render an earlier run
+//   node bench/compare.mjs --help     all options
+//
+// Prints Markdown tables to stdout (progress goes to stderr) and writes bench/results/
+// results.md, results.json and chart.png. Every variant runs in a fresh child process
+// (bench/variant.mjs); the webhook receiver is another process (bench/webhook-server.mjs).
+// Not part of the test suite. See bench/README.md.
+
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+
+import { parseArgs } from './lib/args.mjs';
+import { renderChart } from './lib/chart.mjs';
+import { renderReport, SCENARIO_NAMES } from './lib/report.mjs';
+import { runChild, startWebhookServer } from './lib/runner.mjs';
+import { median } from './lib/stats.mjs';
+
+const opts = parseArgs(process.argv.slice(2));
+const started = Date.now();
+const log = (...args) => console.error(...args);
+
+function plan() {
+  const jobs = [];
+  let stockFirst = true;
+  const pair = (kind, dest, writer) => {
+    const order = stockFirst ? ['stock', 'ours'] : ['ours', 'stock'];
+    stockFirst = !stockFirst;
+    return order.map((plugin) => ({ kind, plugin, dest, writer }));
+  };
+  for (let r = 0; r < opts.repeat; r++) {
+    for (const writer of opts.writers) {
+      // The no-plugin baseline runs next to every pair (it does not depend on the destination;
+      // all its runs for a writer are pooled), so drift on a noisy machine hits all three alike.
+      for (const dest of opts.dests) jobs.push({ kind: 'writes', plugin: 'none', dest: '-', writer }, ...pair('writes', dest, writer));
+    }
+    jobs.push({ kind: 'limits', plugin: '-', dest: '-', writer: '-' });
+    for (const dest of opts.dests) jobs.push(...pair('engine', dest, '-'));
+  }
+  return jobs;
+}
+
+function describe(job, r) {
+  const name = `${job.kind} ${job.plugin} ${job.dest} ${job.writer}`.replace(/ -/g, '');
+  if (!r) return name;
+  if (job.kind === 'limits') return `${name}: ${Object.entries(r).map(([k, v]) => `${k} ${v.toFixed(0)}/s`).join(', ')}`;
+  if (job.kind === 'engine') return `${name}: ${r.rate.toFixed(0)} rows/s, ${r.delivered} delivered`;
+  const f = (v, d = 0) => (Number.isFinite(v) ? v.toFixed(d) : '—');
+  const lag = r.lag ? `, delivered ${r.delivered}/${opts.n} at ${f(r.deliveredRate)}/s, lag p50 ${f(r.lag.p50, 1)} p99 ${f(r.lag.p99, 1)} ms` : '';
+  return `${name}: ${r.writeRate.toFixed(0)} writes/s${lag}${r.errors ? `, ${r.errors} errors` : ''}`;
+}
+
+const at = (obj, path) => path.split('.').reduce((o, k) => o?.[k], obj);
+
+function aggregate(runs, failures, meta) {
+  const pick = (kind, plugin, dest, writer) => runs.filter((r) => r.kind === kind && r.plugin === plugin && r.dest === dest && r.writer === writer);
+  const get = (kind, plugin, dest, writer, path) => median(pick(kind, plugin, dest, writer).map((r) => at(r.result, path)));
+  const worst = (kind, plugin, dest, writer, path) => {
+    const values = pick(kind, plugin, dest, writer).map((r) => at(r.result, path));
+    if (values.length === 0) return NaN;
+    if (path === 'complete') return values.every(Boolean);
+    return path === 'delivered' ? Math.min(...values) : Math.max(...values);
+  };
+  const limits = {};
+  for (const key of ['httpRaw', 'httpCapacity', 'httpRaw1', 'httpAgent', 's3dbInsert', 's3dbReplace']) limits[key] = get('limits', '-', '-', '-', key);
+  const top = (...values) => Math.max(...values.filter(Number.isFinite));
+  const engineLimit = (dest) => (dest === 'webhook' ? top(limits.httpRaw, limits.httpCapacity) : top(limits.s3dbInsert, limits.s3dbReplace));
+  return { opts, meta, get, worst, limits, engineLimit, failures };
+}
+
+function chartData(a) {
+  const scenarios = opts.dests.flatMap((dest) => opts.writers.map((writer) => {
+    const r0 = a.get('writes', 'none', '-', writer, 'writeRate');
+    const side = (p) => ({
+      rate: a.get('writes', p, dest, writer, 'deliveredRate') / r0,
+      delivered: a.worst('writes', p, dest, writer, 'delivered') / opts.n,
+      lag: { p50: a.get('writes', p, dest, writer, 'lag.p50'), p99: a.get('writes', p, dest, writer, 'lag.p99'), max: a.get('writes', p, dest, writer, 'lag.max') },
+    });
+    return { label: `${dest} ${writer}`, stock: side('stock'), ours: side('ours') };
+  }));
+  const engine = opts.dests.map((dest) => ({
+    label: dest,
+    stock: a.get('engine', 'stock', dest, '-', 'rate') / a.engineLimit(dest),
+    ours: a.get('engine', 'ours', dest, '-', 'rate') / a.engineLimit(dest),
+  }));
+  return {
+    title: 'S3DB-REPLICATOR (OURS) VS THE STOCK REPLICATORPLUGIN',
+    subtitle: `N = ${opts.n} CHANGES PER RUN, MEDIAN OF ${opts.repeat}, ${os.cpus().length} CPUS`,
+    scenarios,
+    engine,
+  };
+}
+
+/** Which build of ours is measured: the plugin path and its repository's commit. */
+function describePlugin() {
+  const dir = dirname(opts.plugin);
+  try {
+    const commit = execFileSync('git', ['-C', dir, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    const dirty = execFileSync('git', ['-C', dir, 'status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    return `${opts.plugin} (commit ${commit}${dirty ? ', working tree modified' : ''})`;
+  } catch {
+    return opts.plugin;
+  }
+}
+
+async function runAll() {
+  opts.plugin = resolve(opts.plugin);
+  if (!existsSync(opts.plugin)) throw new Error(`--plugin ${opts.plugin} does not exist`);
+  for (const w of opts.writers) if (!SCENARIO_NAMES[w]) throw new Error(`unknown writer '${w}'`);
+  const server = await startWebhookServer();
+  const jobs = plan();
+  const runs = [];
+  const failures = [];
+  const hardMs = opts.timeout * 1000 + 120_000;
+  log(`N = ${opts.n}, ${jobs.length} runs, ours = ${opts.plugin}, webhook server pid ${server.pid} at ${server.url}`);
+  try {
+    for (const [i, base] of jobs.entries()) {
+      const job = { ...base, n: opts.n, seed: opts.seed, concurrency: opts.concurrency, timeoutMs: opts.timeout * 1000, webhookUrl: server.url, dests: opts.dests, pluginUrl: pathToFileURL(opts.plugin).href };
+      if (job.kind === 'writes' && job.plugin === 'none') job.dest = 's3db'; // no plugin: the destination is unused
+      const t0 = performance.now();
+      const answer = await runChild(job, hardMs);
+      const secs = ((performance.now() - t0) / 1000).toFixed(1);
+      if (answer.ok) {
+        runs.push({ ...base, result: answer.result });
+        log(`[${i + 1}/${jobs.length}] ${describe(base, answer.result)} (${secs} s)`);
+      } else {
+        failures.push(`${describe(base)}: ${answer.error.split('\n')[0]}`);
+        log(`[${i + 1}/${jobs.length}] ${describe(base)} FAILED (${secs} s): ${answer.error}\n${answer.output ?? ''}`);
+      }
+    }
+  } finally {
+    server.stop();
+  }
+  const cpu = os.cpus();
+  const meta = {
+    cpus: cpu.length,
+    cpuModel: cpu[0]?.model?.trim() ?? 'unknown CPU',
+    node: process.versions.node,
+    date: new Date().toISOString().slice(0, 16).replace('T', ' '),
+    minutes: (Date.now() - started) / 60_000,
+    plugin: describePlugin(),
+    s3db: JSON.parse(readFileSync(new URL('../node_modules/s3db.js/package.json', import.meta.url), 'utf8')).version,
+  };
+  return { runs, failures, meta };
+}
+
+async function main() {
+  let saved;
+  if (opts.from) {
+    // Re-render the tables and the chart of an earlier run (its options, not today's).
+    saved = JSON.parse(readFileSync(opts.from, 'utf8'));
+    const { out } = opts;
+    Object.assign(opts, saved.opts, { out, from: opts.from });
+  } else {
+    saved = await runAll();
+  }
+  const { runs, failures, meta } = saved;
+  mkdirSync(opts.out, { recursive: true });
+  const agg = aggregate(runs, failures, meta);
+  const markdown = renderReport(agg);
+  writeFileSync(join(opts.out, 'results.md'), `${markdown}\n`);
+  if (!opts.from) writeFileSync(join(opts.out, 'results.json'), `${JSON.stringify({ opts, meta, runs, failures }, null, 1)}\n`);
+  writeFileSync(join(opts.out, 'chart.png'), renderChart(chartData(agg)));
+  console.log(markdown);
+  log(`\nwrote ${join(opts.out, 'results.md')}${opts.from ? '' : ', results.json'} and chart.png`);
+  if (failures.length) process.exitCode = 1;
+}
+
+main().catch((error) => {
+  console.error(error?.stack ?? error);
+  process.exit(1);
+});

@@ -1,0 +1,50 @@
+// Command-line options of bench/compare.mjs (no dependency: `--key value`, `--flag`).
+
+export const DEFAULTS = {
+  n: 10_000, // changes per run (inserts + updates + deletes)
+  quick: false, // N = 2,000, fewer scenarios: a smoke run in well under a minute
+  big: false, // N = 100,000
+  repeat: 1, // runs of every variant; the table shows medians
+  concurrency: 64, // writes in flight for the concurrent writer (and the HTTP limit client)
+  timeout: 300, // seconds a run may take to deliver everything before it is called incomplete
+  writers: 'seq,conc,seq-yield,conc-yield',
+  dests: 's3db,webhook',
+  out: new URL('../results/', import.meta.url).pathname,
+  seed: 42,
+  plugin: new URL('../../plugin.js', import.meta.url).pathname, // our plugin module to benchmark
+  from: '', // results.json of an earlier run: only re-render its tables and chart
+};
+
+const HELP = `usage: node bench/compare.mjs [--n 10000] [--quick] [--big] [--repeat 1]
+       [--writers seq,conc,seq-yield,conc-yield] [--dests s3db,webhook]
+       [--concurrency 64] [--timeout 300] [--out bench/results/] [--seed 42]
+       [--plugin path/to/plugin.js]   (ours; default: this repository's plugin.js)
+       [--from bench/results/results.json]   (re-render an earlier run, run nothing)`;
+
+export function parseArgs(argv) {
+  const opts = { ...DEFAULTS };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === '--help' || arg === '-h') {
+      console.log(HELP);
+      process.exit(0);
+    }
+    if (!arg.startsWith('--')) throw new Error(`unexpected argument '${arg}'\n${HELP}`);
+    const key = arg.slice(2);
+    if (!(key in DEFAULTS)) throw new Error(`unknown option --${key}\n${HELP}`);
+    if (typeof DEFAULTS[key] === 'boolean') {
+      opts[key] = true;
+      continue;
+    }
+    const value = argv[++i];
+    if (value === undefined) throw new Error(`--${key} needs a value`);
+    opts[key] = typeof DEFAULTS[key] === 'number' ? Number(value) : value;
+    if (typeof DEFAULTS[key] === 'number' && !(opts[key] > 0)) throw new Error(`--${key} must be a positive number`);
+  }
+  const explicitN = argv.includes('--n');
+  if (opts.quick && !explicitN) opts.n = 2_000;
+  if (opts.big && !explicitN) opts.n = 100_000;
+  opts.writers = opts.writers.split(',').filter(Boolean);
+  opts.dests = opts.dests.split(',').filter(Boolean);
+  return opts;
+}

@@ -1,0 +1,153 @@
+// Markdown tables from the aggregated runs. Every figure is a median over --repeat runs
+// (correctness columns show the worst run).
+
+const SCENARIO_NAMES = {
+  seq: 'sequential',
+  conc: 'concurrent (64)',
+  'seq-yield': 'sequential, yielding',
+  'conc-yield': 'concurrent (64), yielding',
+};
+
+const num = (v, digits = 0) => (Number.isFinite(v) ? v.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : '—');
+const ratio = (v) => (Number.isFinite(v) ? v.toFixed(2) : '—');
+const ms = (v) => (!Number.isFinite(v) ? '—' : v >= 100 ? v.toFixed(0) : v.toFixed(1));
+const times = (v) => (Number.isFinite(v) ? `${v.toFixed(2)}×` : '—');
+
+function table(header, rows) {
+  const line = (cells) => `| ${cells.join(' | ')} |`;
+  return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
+}
+
+/**
+ * @param {object} a aggregate: a.get(kind, plugin, dest, writer, path) → median,
+ *   a.worst(...) → worst of the runs, a.limits (medians), a.meta
+ */
+export function renderReport(a) {
+  const { opts, meta } = a;
+  const out = [];
+  const scenarios = opts.dests.flatMap((dest) => opts.writers.map((writer) => ({ dest, writer })));
+  const base = (writer, path) => a.get('writes', 'none', '-', writer, path);
+  const per10k = (cpu) => (cpu / opts.n) * 10_000;
+
+  out.push('# s3db-replicator vs the stock ReplicatorPlugin');
+  out.push('');
+  out.push(`N = ${num(opts.n)} changes per run (50% inserts, 35% updates of the same records, 15% deletes), ` +
+    `median of ${opts.repeat} run${opts.repeat > 1 ? 's' : ''} per variant, each variant in a fresh process, stock and ours alternating. ` +
+    `${meta.cpus} CPUs (${meta.cpuModel}), Node ${meta.node}, ${meta.date}; the whole benchmark took ${meta.minutes.toFixed(1)} min. ` +
+    'Ratios compare runs on the same noisy machine in the same session; see bench/README.md for what each figure measures.');
+  out.push('');
+  out.push(`Ours: ${meta.plugin}. Stock: s3db.js ${meta.s3db} \`ReplicatorPlugin\`.`);
+  out.push('');
+
+  out.push('## Throughput and write path');
+  out.push('');
+  out.push('Delivered/s = changes delivered ÷ the time from the first write to the last change visible at the destination; ÷ source = that divided by the source\'s own write rate with no plugin (1.00 = replication keeps up with the writer). Write path = source writes/s with the plugin ÷ without (1.00 = free).');
+  out.push('');
+  out.push(table(
+    ['Destination', 'Writer', 'Source writes/s (no plugin)', 'Delivered/s: stock', 'ours', '÷ source: stock', 'ours', 'ours ÷ stock', 'Write path: stock', 'ours'],
+    scenarios.map(({ dest, writer }) => {
+      const r0 = base(writer, 'writeRate');
+      const s = a.get('writes', 'stock', dest, writer, 'deliveredRate');
+      const o = a.get('writes', 'ours', dest, writer, 'deliveredRate');
+      return [dest, SCENARIO_NAMES[writer], num(r0), num(s), num(o), ratio(s / r0), ratio(o / r0), times(o / s),
+        ratio(a.get('writes', 'stock', dest, writer, 'writeRate') / r0), ratio(a.get('writes', 'ours', dest, writer, 'writeRate') / r0)];
+    }),
+  ));
+  out.push('');
+
+  out.push('## Replication lag (ms)');
+  out.push('');
+  out.push('From a write\'s resolution (`await insert()` returned) to the change being visible at the destination (s3db: the destination resource\'s write call resolved; webhook: the server has read the request).');
+  out.push('');
+  out.push(table(
+    ['Destination', 'Writer', 'p50 stock', 'p50 ours', 'p99 stock', 'p99 ours', 'max stock', 'max ours', 'p99: stock ÷ ours'],
+    scenarios.map(({ dest, writer }) => {
+      const g = (p, f) => a.get('writes', p, dest, writer, `lag.${f}`);
+      return [dest, SCENARIO_NAMES[writer], ms(g('stock', 'p50')), ms(g('ours', 'p50')), ms(g('stock', 'p99')), ms(g('ours', 'p99')),
+        ms(g('stock', 'max')), ms(g('ours', 'max')), times(g('stock', 'p99') / g('ours', 'p99'))];
+    }),
+  ));
+  out.push('');
+
+  out.push('## CPU (per variant process)');
+  out.push('');
+  out.push('From the first write until everything was delivered, per 10,000 changes. Process = user + system seconds of all threads (so the Rust engine\'s too; not the webhook server\'s). JS thread = the main thread alone (Linux schedstat): what the plugin takes from the application\'s event loop, and far steadier than rates on a shared machine. `none` = the source\'s own cost.');
+  out.push('');
+  out.push(table(
+    ['Destination', 'Writer', 'Process CPU s/10k: none', 'stock', 'ours', 'ours ÷ stock', 'JS thread s/10k: none', 'stock', 'ours', 'ours ÷ stock'],
+    scenarios.map(({ dest, writer }) => {
+      const cpu = (p, field) => per10k(p === 'none' ? base(writer, field) : a.get('writes', p, dest, writer, field));
+      return [dest, SCENARIO_NAMES[writer],
+        num(cpu('none', 'cpuSec'), 2), num(cpu('stock', 'cpuSec'), 2), num(cpu('ours', 'cpuSec'), 2), times(cpu('ours', 'cpuSec') / cpu('stock', 'cpuSec')),
+        num(cpu('none', 'jsCpuSec'), 2), num(cpu('stock', 'jsCpuSec'), 2), num(cpu('ours', 'jsCpuSec'), 2), times(cpu('ours', 'jsCpuSec') / cpu('stock', 'jsCpuSec'))];
+    }),
+  ));
+  out.push('');
+
+  out.push('## Memory and connections (per variant process)');
+  out.push('');
+  out.push('Peak RSS = the process\'s maximum resident set (Node and s3db.js included: see `none`). New connections = TCP connections the webhook server accepted during the measured phase (after the warm-up); 0 = keep-alive connections were reused.');
+  out.push('');
+  out.push(table(
+    ['Destination', 'Writer', 'Peak RSS MB: none', 'stock', 'ours', 'New connections: stock', 'ours'],
+    scenarios.map(({ dest, writer }) => {
+      const rss = (p) => (p === 'none' ? base(writer, 'peakRssMB') : a.get('writes', p, dest, writer, 'peakRssMB'));
+      const conns = (p) => (dest === 'webhook' ? num(a.get('writes', p, dest, writer, 'connections')) : '—');
+      return [dest, SCENARIO_NAMES[writer], num(rss('none')), num(rss('stock')), num(rss('ours')), conns('stock'), conns('ours')];
+    }),
+  ));
+  out.push('');
+
+  out.push('## Correctness (worst run)');
+  out.push('');
+  out.push('Delivered = writes whose state (or a newer one) reached the destination; errors = error outcomes the plugin reported; state diff = records whose final destination state differs from the source\'s (webhook: applying requests in arrival order).');
+  out.push('');
+  const correct = (p, dest, writer) => {
+    const w = (path) => a.worst('writes', p, dest, writer, path);
+    const complete = w('complete');
+    return `${num(w('delivered'))}/${num(opts.n)}, ${num(w('errors'))} err, ${num(w('mismatches'))} diff${complete === false ? ', TIMED OUT' : ''}`;
+  };
+  out.push(table(
+    ['Destination', 'Writer', 'stock', 'ours'],
+    scenarios.map(({ dest, writer }) => [dest, SCENARIO_NAMES[writer], correct('stock', dest, writer), correct('ours', dest, writer)]),
+  ));
+  out.push('');
+
+  out.push('## Engine path (batch API, no source writes)');
+  out.push('');
+  out.push(`The same ${num(opts.n)} records as inserts. Ours: \`plugin.replicateBatch('users', records)\` (resolves when all are delivered). Stock (no plugin-level batch API): its replicator's \`replicateBatch()\` in pages of 100, one page after another. Physical limit (best of 3 trials, measured next to these runs): webhook = the higher of the requests/s the same server answers to a minimal keep-alive client (raw sockets, ${opts.concurrency} in flight) and its capacity (requests per CPU-second of the server: on 2 shared cores the Node client itself can be the bottleneck); s3db = the faster of a memory:// resource's own insert()/replace() rate with ${opts.concurrency} in flight.`);
+  out.push('');
+  out.push(table(
+    ['Destination', 'Physical limit rows/s', 'stock ÷ limit', 'ours ÷ limit', 'ours ÷ stock', 'Process CPU s/10k: stock', 'ours', 'JS thread s/10k: stock', 'ours', 'New connections: stock', 'ours'],
+    opts.dests.map((dest) => {
+      const limit = a.engineLimit(dest);
+      const g = (p, f) => a.get('engine', p, dest, '-', f);
+      const conns = (p) => (dest === 'webhook' ? num(g(p, 'connections')) : '—');
+      return [dest, num(limit), ratio(g('stock', 'rate') / limit), ratio(g('ours', 'rate') / limit), times(g('ours', 'rate') / g('stock', 'rate')),
+        num(per10k(g('stock', 'cpuSec')), 2), num(per10k(g('ours', 'cpuSec')), 2), num(per10k(g('stock', 'jsCpuSec')), 2), num(per10k(g('ours', 'jsCpuSec')), 2), conns('stock'), conns('ours')];
+    }),
+  ));
+  out.push('');
+
+  out.push('## Physical limits measured in this run (medians; each limit the best of 3 trials)');
+  out.push('');
+  const limitRows = opts.writers.map((w) => [`source writes/s, no plugin, ${SCENARIO_NAMES[w]} writer (mix)`, num(base(w, 'writeRate'))]);
+  const L = a.limits;
+  if (Number.isFinite(L.httpRaw)) limitRows.push([`webhook server, minimal keep-alive client, ${opts.concurrency} in flight (req/s)`, num(L.httpRaw)]);
+  if (Number.isFinite(L.httpCapacity)) limitRows.push(['webhook server capacity: requests per CPU-second of the server process (its rate with a core to itself)', num(L.httpCapacity)]);
+  if (Number.isFinite(L.httpRaw1)) limitRows.push(['webhook server, minimal keep-alive client, 1 in flight (req/s)', num(L.httpRaw1)]);
+  if (Number.isFinite(L.httpAgent)) limitRows.push([`webhook server, Node http.Agent keep-alive, ${opts.concurrency} in flight (req/s)`, num(L.httpAgent)]);
+  if (Number.isFinite(L.s3dbInsert)) limitRows.push([`memory:// insert(), ${opts.concurrency} in flight (writes/s)`, num(L.s3dbInsert)]);
+  if (Number.isFinite(L.s3dbReplace)) limitRows.push([`memory:// replace(), ${opts.concurrency} in flight (writes/s)`, num(L.s3dbReplace)]);
+  out.push(table(['Limit', 'Rate'], limitRows));
+  out.push('');
+  if (a.failures.length) {
+    out.push('## Failed runs');
+    out.push('');
+    for (const f of a.failures) out.push(`- ${f}`);
+    out.push('');
+  }
+  return out.join('\n');
+}
+
+export { SCENARIO_NAMES };

@@ -1,0 +1,60 @@
+// One "writes" variant: the workload through the source with one plugin (or none), delivered
+// to one destination. Runs in a fresh child process (see bench/variant.mjs).
+
+import { Database } from 's3db.js/lite';
+
+import { ATTRIBUTES, openDestination } from './destinations.mjs';
+import { jsThreadCpuSec, startCost } from './measure.mjs';
+import { installPlugin } from './plugins.mjs';
+import { lags, stateMismatches, summarizeLags, visibility } from './stats.mjs';
+import { makeScript, runWriter } from './workload.mjs';
+
+export async function runWrites(job) {
+  const db = new Database({ connectionString: 'memory://bench-source/db', logLevel: 'silent' });
+  await db.connect();
+  const users = await db.createResource({ name: 'users', attributes: ATTRIBUTES });
+  const dest = await openDestination(job.dest, job);
+  const { counts, settle } = await installPlugin(job.plugin, db, dest.replicator(), { pluginUrl: job.pluginUrl });
+  const writerOpts = { writer: job.writer, concurrency: job.concurrency };
+
+  // Warm-up on other records (JIT, connections, lazily created objects), then forget it.
+  const warm = makeScript(Math.min(400, job.n), { seed: job.seed + 1, prefix: 'w' });
+  await runWriter(users, warm.ops, writerOpts);
+  await settle(warm.ops.length, job.timeoutMs);
+  await dest.reset();
+  const before = { outcomes: counts.replicated + counts.errors, errors: counts.errors };
+
+  const { ops, final } = makeScript(job.n, { seed: job.seed });
+  const cost = startCost();
+  const jsAtStart = jsThreadCpuSec();
+  const w = await runWriter(users, ops, writerOpts);
+  const jsWriteSec = jsThreadCpuSec() - jsAtStart;
+  const complete = await settle(before.outcomes + ops.length, job.timeoutMs);
+  const settledAt = performance.now();
+  const { cpuSec, jsCpuSec, peakRssMB } = cost();
+
+  const result = {
+    writeRate: (ops.length / (w.ended - w.started)) * 1000,
+    writeMs: w.ended - w.started,
+    settleMs: settledAt - w.started,
+    cpuSec,
+    jsCpuSec,
+    jsWriteSec, // JS-thread CPU while the writes ran (with memory:// and no yields, plugin work comes after)
+    peakRssMB,
+    complete,
+    errors: counts.errors - before.errors,
+    firstErrors: counts.firstErrors,
+  };
+  if (job.plugin !== 'none') {
+    const vis = visibility(ops, await dest.arrivals());
+    result.delivered = vis.delivered;
+    result.deliverMs = vis.last - w.started;
+    result.deliveredRate = vis.delivered > 0 ? (vis.delivered / result.deliverMs) * 1000 : 0;
+    result.lag = summarizeLags(lags(w.resolved, vis.visible));
+    result.mismatches = stateMismatches(final, await dest.finalState('u'));
+    if (dest.traffic) Object.assign(result, await dest.traffic());
+    if (dest.clock) result.clockRttMs = dest.clock.rtt;
+  }
+  await dest.close();
+  return result;
+}

@@ -1,0 +1,18 @@
+// Child-process entry: runs ONE benchmark variant in a fresh process (so peak RSS and CPU
+// are that variant's own) and sends its figures back over IPC. Started by compare.mjs.
+
+import { runEngine } from './lib/engine-run.mjs';
+import { runLimits } from './lib/limits-run.mjs';
+import { runWrites } from './lib/writes-run.mjs';
+
+const RUNS = { writes: runWrites, engine: runEngine, limits: runLimits };
+
+process.once('message', async (job) => {
+  try {
+    const result = await RUNS[job.kind](job);
+    process.send({ ok: true, result }, () => process.exit(0));
+  } catch (error) {
+    process.send({ ok: false, error: error?.stack ?? String(error) }, () => process.exit(1));
+  }
+});
+process.on('disconnect', () => process.exit(2));
