@@ -184,7 +184,7 @@ export interface ReplicatorPluginOptions {
   timeout?: number;
   /** Undelivered changes per replicator before writers are slowed down. Default 10000. */
   queueCapacity?: number;
-  /** How long a batch waits for more changes, in ms. Default 2. */
+  /** After routing the changes at hand, wait this long (ms) before taking the next ones, so batches form under load. Default 2. */
   lingerMs?: number;
   /** Ordered lanes per replicator (one record's changes share a lane). Default 4. */
   concurrency?: number;
