@@ -55,12 +55,20 @@ function describe(job, r) {
   if (job.kind === 'engine') return `${name}: ${r.rate.toFixed(0)} rows/s, ${r.delivered} delivered`;
   const f = (v, d = 0) => (Number.isFinite(v) ? v.toFixed(d) : '—');
   const lag = r.lag ? `, delivered ${r.delivered}/${opts.n} at ${f(r.deliveredRate)}/s, lag p50 ${f(r.lag.p50, 1)} p99 ${f(r.lag.p99, 1)} ms` : '';
-  return `${name}: ${r.writeRate.toFixed(0)} writes/s${lag}${r.errors ? `, ${r.errors} errors` : ''}`;
+  return `${name}: ${r.writeRate.toFixed(0)} writes/s${lag}${r.coalesced ? `, ${r.coalesced} coalesced (no arrival time)` : ''}${r.errors ? `, ${r.errors} errors` : ''}`;
 }
 
 const at = (obj, path) => path.split('.').reduce((o, k) => o?.[k], obj);
 
 function aggregate(runs, failures, meta) {
+  // Runs recorded before coalesced SQL writes counted in the delivered rate: recompute it as
+  // lib/writes-run.mjs now does (idempotent for newer runs).
+  for (const { kind, result: r } of runs) {
+    if (kind === 'writes' && r?.coalesced > 0 && Number.isFinite(r.settleMs)) {
+      r.deliverMs = Math.max(r.deliverMs, r.settleMs);
+      r.deliveredRate = (r.delivered / r.deliverMs) * 1000;
+    }
+  }
   const pick = (kind, plugin, dest, writer) => runs.filter((r) => r.kind === kind && r.plugin === plugin && r.dest === dest && r.writer === writer);
   const get = (kind, plugin, dest, writer, path) => median(pick(kind, plugin, dest, writer).map((r) => at(r.result, path)));
   const worst = (kind, plugin, dest, writer, path) => {
@@ -70,10 +78,17 @@ function aggregate(runs, failures, meta) {
     return path === 'delivered' ? Math.min(...values) : Math.max(...values);
   };
   const limits = {};
-  for (const key of ['httpRaw', 'httpCapacity', 'httpRaw1', 'httpAgent', 's3dbInsert', 's3dbReplace']) limits[key] = get('limits', '-', '-', '-', key);
+  for (const key of ['httpRaw', 'httpCapacity', 'httpRaw1', 'httpAgent', 's3dbInsert', 's3dbReplace', 'pgCopy', 'pgUpsert', 'mysqlInsert', 'mysqlUpsert']) limits[key] = get('limits', '-', '-', '-', key);
   const top = (...values) => Math.max(...values.filter(Number.isFinite));
-  const engineLimit = (dest) => (dest === 'webhook' ? top(limits.httpRaw, limits.httpCapacity) : top(limits.s3dbInsert, limits.s3dbReplace));
-  return { opts, meta, get, worst, limits, engineLimit, failures };
+  const engineLimit = (dest) => ({
+    webhook: top(limits.httpRaw, limits.httpCapacity),
+    s3db: top(limits.s3dbInsert, limits.s3dbReplace),
+    postgres: limits.pgCopy, // ONE COPY of the same rows
+    mysql: limits.mysqlInsert, // ONE multi-row INSERT of the same rows
+  })[dest] ?? NaN;
+  // A second, more attainable reference for the SQL destinations: multi-row upserts of 1,000 rows.
+  const engineLimit2 = (dest) => ({ postgres: limits.pgUpsert, mysql: limits.mysqlUpsert })[dest] ?? NaN;
+  return { opts, meta, get, worst, limits, engineLimit, engineLimit2, failures };
 }
 
 function chartData(a) {
@@ -111,8 +126,27 @@ function describePlugin() {
   }
 }
 
+/** Drops SQL destinations whose server does not answer (an error if they were asked for by name). */
+async function checkSqlServers() {
+  const sqlDests = opts.dests.filter((d) => d === 'postgres' || d === 'mysql');
+  if (sqlDests.length === 0) return;
+  const { sqlReachable } = await import('./lib/sql.mjs');
+  for (const dest of sqlDests) {
+    const ok = await sqlReachable(dest, { pgUrl: opts['pg-url'], mysqlUrl: opts['mysql-url'] });
+    if (ok === true) continue;
+    const url = dest === 'postgres' ? opts['pg-url'] : opts['mysql-url'];
+    if (opts.explicitDests) throw new Error(`--dests ${dest}: ${url} does not answer: ${ok}`);
+    log(`skipping destination ${dest}: ${url} does not answer (${ok})`);
+    opts.dests = opts.dests.filter((d) => d !== dest);
+    opts.skippedDests = [...(opts.skippedDests ?? []), dest];
+  }
+}
+
 async function runAll() {
   opts.plugin = resolve(opts.plugin);
+  await checkSqlServers();
+  // Prefix of every SQL table of this run (each variant drops its own; leftovers are dropped at the end).
+  const sqlPrefix = `s3dbr_bench_${process.pid}_${Date.now().toString(36)}`;
   if (!existsSync(opts.plugin)) throw new Error(`--plugin ${opts.plugin} does not exist`);
   for (const w of opts.writers) if (!SCENARIO_NAMES[w]) throw new Error(`unknown writer '${w}'`);
   const server = await startWebhookServer();
@@ -123,7 +157,7 @@ async function runAll() {
   log(`N = ${opts.n}, ${jobs.length} runs, ours = ${opts.plugin}, webhook server pid ${server.pid} at ${server.url}`);
   try {
     for (const [i, base] of jobs.entries()) {
-      const job = { ...base, n: opts.n, seed: opts.seed, concurrency: opts.concurrency, timeoutMs: opts.timeout * 1000, webhookUrl: server.url, dests: opts.dests, pluginUrl: pathToFileURL(opts.plugin).href };
+      const job = { ...base, n: opts.n, seed: opts.seed, concurrency: opts.concurrency, timeoutMs: opts.timeout * 1000, webhookUrl: server.url, dests: opts.dests, sqlPrefix, pgUrl: opts['pg-url'], mysqlUrl: opts['mysql-url'], pluginUrl: pathToFileURL(opts.plugin).href };
       if (job.kind === 'writes' && job.plugin === 'none') job.dest = 's3db'; // no plugin: the destination is unused
       const t0 = performance.now();
       const answer = await runChild(job, hardMs);
@@ -138,6 +172,10 @@ async function runAll() {
     }
   } finally {
     server.stop();
+    if (opts.dests.some((d) => d === 'postgres' || d === 'mysql')) {
+      const { dropSqlLeftovers } = await import('./lib/sql.mjs');
+      await dropSqlLeftovers(opts.dests, { pgUrl: opts['pg-url'], mysqlUrl: opts['mysql-url'], sqlPrefix }).catch((e) => log(`dropping leftover SQL tables failed: ${e.message}`));
+    }
   }
   const cpu = os.cpus();
   const meta = {

@@ -1,6 +1,8 @@
 // Child-process entry: runs ONE benchmark variant in a fresh process (so peak RSS and CPU
 // are that variant's own) and sends its figures back over IPC. Started by compare.mjs.
 
+import { register } from 'node:module';
+
 import { runEngine } from './lib/engine-run.mjs';
 import { runLimits } from './lib/limits-run.mjs';
 import { runWrites } from './lib/writes-run.mjs';
@@ -9,6 +11,8 @@ const RUNS = { writes: runWrites, engine: runEngine, limits: runLimits };
 
 process.once('message', async (job) => {
   try {
+    // The stock MySQL replicator needs its mysql2 loading fixed to run at all (see the hook).
+    if (job.plugin === 'stock' && job.dest === 'mysql') register('./lib/stock-mysql-fix.mjs', import.meta.url);
     const result = await RUNS[job.kind](job);
     process.send({ ok: true, result }, () => process.exit(0));
   } catch (error) {

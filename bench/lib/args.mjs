@@ -8,7 +8,9 @@ export const DEFAULTS = {
   concurrency: 64, // writes in flight for the concurrent writer (and the HTTP limit client)
   timeout: 300, // seconds a run may take to deliver everything before it is called incomplete
   writers: 'seq,conc,seq-yield,conc-yield',
-  dests: 's3db,webhook',
+  dests: 's3db,webhook,postgres,mysql', // a SQL destination whose server does not answer is skipped (unless named in --dests)
+  'pg-url': process.env.POSTGRES_URL || 'postgres://postgres@127.0.0.1:5432/test',
+  'mysql-url': process.env.MYSQL_URL || 'mysql://root@127.0.0.1:3306/test',
   out: new URL('../results/', import.meta.url).pathname,
   seed: 42,
   plugin: new URL('../../plugin.js', import.meta.url).pathname, // our plugin module to benchmark
@@ -16,7 +18,9 @@ export const DEFAULTS = {
 };
 
 const HELP = `usage: node bench/compare.mjs [--n 10000] [--quick] [--big] [--repeat 1]
-       [--writers seq,conc,seq-yield,conc-yield] [--dests s3db,webhook]
+       [--writers seq,conc,seq-yield,conc-yield] [--dests s3db,webhook,postgres,mysql]
+       [--pg-url postgres://postgres@127.0.0.1:5432/test] [--mysql-url mysql://root@127.0.0.1:3306/test]
+         (defaults: $POSTGRES_URL / $MYSQL_URL, else these; tables are created and dropped per run)
        [--concurrency 64] [--timeout 300] [--out bench/results/] [--seed 42]
        [--plugin path/to/plugin.js]   (ours; default: this repository's plugin.js)
        [--from bench/results/results.json]   (re-render an earlier run, run nothing)`;
@@ -46,5 +50,6 @@ export function parseArgs(argv) {
   if (opts.big && !explicitN) opts.n = 100_000;
   opts.writers = opts.writers.split(',').filter(Boolean);
   opts.dests = opts.dests.split(',').filter(Boolean);
+  opts.explicitDests = argv.includes('--dests');
   return opts;
 }

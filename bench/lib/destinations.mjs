@@ -1,12 +1,13 @@
 // Destinations of a benchmark run. Each one gives the replicator entry (the same for the
 // stock plugin and ours), observes when each change becomes visible, and reads back the final
-// state. To add one (PostgreSQL, MySQL, ...), add an entry with the same four methods:
-//   replicator()          → the `replicators[]` entry both plugins get
+// state. PostgreSQL and MySQL live in lib/sql.mjs. To add one, add an entry with these methods:
+//   replicator(kind)      → the `replicators[]` entry the plugin (`stock` | `ours`) gets
 //   reset()               → forget what was observed so far (after the warm-up)
 //   arrivals()            → [{ id, version, t }] in arrival order, t on this process's
 //                            performance.now() clock; version DELETED for a delete
 //   finalState()          → Map id → version as the destination holds it now
 //   close()
+//   countRows(prefix)     → optional: rows now at the destination (engine runs of SQL destinations)
 
 import { Database } from 's3db.js/lite';
 
@@ -107,8 +108,8 @@ async function openWebhook({ webhookUrl }) {
 export const DESTINATIONS = {
   s3db: openS3db,
   webhook: openWebhook,
-  // postgres: openPostgres,  // later: a local server; visibility = a LISTEN/NOTIFY trigger or polling
-  // mysql: openMysql,        // later: likewise (binlog or polling)
+  postgres: async (ctx) => (await import('./sql.mjs')).openPostgres(ctx),
+  mysql: async (ctx) => (await import('./sql.mjs')).openMysql(ctx),
 };
 
 export function openDestination(name, ctx) {

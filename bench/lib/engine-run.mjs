@@ -32,7 +32,7 @@ export async function runEngine(job) {
   await db.connect();
   await db.createResource({ name: 'users', attributes: ATTRIBUTES });
   const dest = await openDestination(job.dest, job);
-  const { plugin } = await installPlugin(job.plugin, db, dest.replicator(), { pluginUrl: job.pluginUrl });
+  const { plugin } = await installPlugin(job.plugin, db, dest.replicator(job.plugin), { pluginUrl: job.pluginUrl });
   await replicate(job.plugin, plugin, Array.from({ length: Math.min(400, job.n) }, (_, i) => record(`w${i}`, i)));
   await dest.reset();
 
@@ -42,8 +42,9 @@ export async function runEngine(job) {
   const errors = await replicate(job.plugin, plugin, records);
   const ms = performance.now() - t0;
   const { cpuSec, jsCpuSec, peakRssMB } = cost();
-  const arrivals = await dest.arrivals();
-  const delivered = new Set(arrivals.filter((a) => a.id.startsWith('u')).map((a) => a.id)).size;
+  const delivered = dest.countRows
+    ? await dest.countRows('u')
+    : new Set((await dest.arrivals()).filter((a) => a.id.startsWith('u')).map((a) => a.id)).size;
   const traffic = dest.traffic ? await dest.traffic() : {};
   await dest.close();
   return { rate: (job.n / ms) * 1000, ms, errors, delivered, cpuSec, jsCpuSec, peakRssMB, ...traffic };

@@ -1,4 +1,4 @@
-// Physical limits, measured in the same run (each the best of TRIALS short trials: a limit is
+// Physical limits, measured in the same run (each the best of TRIALS short trials, SQL: SQL_TRIALS: a limit is
 // what can be reached, and the machine is noisy):
 //  - httpRaw: requests/s the webhook server answers with `concurrency` keep-alive sockets
 //    driven by the cheapest possible client (lib/raw-http.mjs): the server's own limit;
@@ -7,7 +7,12 @@
 //    reach with a whole core to itself (on 2 shared cores the client takes part of its CPU);
 //  - httpRaw1: one request in flight;
 //  - s3dbInsert / s3dbReplace: a memory:// resource's own write rate with `concurrency`
-//    writes in flight (replace() is what our s3db driver does, insert() what the stock one does).
+//    writes in flight (replace() is what our s3db driver does, insert() what the stock one does);
+//  - pgCopy: ONE `COPY ... FROM STDIN (FORMAT csv)` of the same N rows the engine path sends,
+//    into an empty table of the destination's shape (lib/sql.mjs); pgUpsert: the same rows as
+//    multi-row `INSERT ... ON CONFLICT (id) DO UPDATE` statements of 1,000 rows, one connection;
+//  - mysqlInsert: ONE multi-row `INSERT ... ON DUPLICATE KEY UPDATE` of all N rows (one
+//    statement, autocommit: one transaction); mysqlUpsert: statements of 1,000 rows.
 
 import http from 'node:http';
 
@@ -18,10 +23,11 @@ import { rawPostRate } from './raw-http.mjs';
 import { record } from './workload.mjs';
 
 const TRIALS = 3;
+const SQL_TRIALS = 5; // a single COPY / INSERT of a few thousand rows is dominated by one commit (fsync), which is noisy
 
-async function best(trial) {
+async function best(trial, trials = TRIALS) {
   let top = 0;
-  for (let i = 0; i < TRIALS; i++) top = Math.max(top, await trial(i));
+  for (let i = 0; i < trials; i++) top = Math.max(top, await trial(i));
   return top;
 }
 
@@ -87,6 +93,21 @@ export async function runLimits(job) {
   if (job.dests.includes('s3db')) {
     out.s3dbInsert = await best((t) => s3dbRate('insert', n, c, deadline, t));
     out.s3dbReplace = await best((t) => s3dbRate('replace', n, c, deadline, t));
+  }
+  const sqlN = job.n; // the engine path's N (a COPY of 100,000 rows is still well under a second)
+  if (job.dests.includes('postgres')) {
+    const { pgCopyRate, pgUpsertRate } = await import('./sql.mjs');
+    const ctx = { url: job.pgUrl, table: `${job.sqlPrefix}_lim_${process.pid}`, n: sqlN };
+    await pgUpsertRate({ ...ctx, n: Math.min(sqlN, 2000) }); // warm-up (server caches, JIT)
+    out.pgCopy = await best(() => pgCopyRate(ctx), SQL_TRIALS);
+    out.pgUpsert = await best(() => pgUpsertRate({ ...ctx, batch: 1000 }), SQL_TRIALS);
+  }
+  if (job.dests.includes('mysql')) {
+    const { mysqlInsertRate } = await import('./sql.mjs');
+    const ctx = { url: job.mysqlUrl, table: `${job.sqlPrefix}_lim_${process.pid}`, n: sqlN };
+    await mysqlInsertRate({ ...ctx, n: Math.min(sqlN, 2000), batch: 1000 }); // warm-up
+    out.mysqlInsert = await best(() => mysqlInsertRate(ctx), SQL_TRIALS);
+    out.mysqlUpsert = await best(() => mysqlInsertRate({ ...ctx, batch: 1000 }), SQL_TRIALS);
   }
   return out;
 }

@@ -22,11 +22,17 @@ export async function installPlugin(kind, db, replicator, { pluginUrl, options =
     throw new Error(`unknown plugin kind '${kind}'`);
   }
   await db.usePlugin(plugin);
+  let lastReplicatorError = null;
+  if (kind === 'stock') {
+    for (const r of plugin.replicators ?? []) r.on?.('replication_error', (e) => { lastReplicatorError = String(e?.error ?? e); });
+  }
   let wake = null;
   const tick = () => wake?.();
   plugin.on('plg:replicator:replicated', (e) => {
-    // The stock webhook replicator reports an HTTP failure as a resolved { success: false }.
-    if (e?.result && e.result.success === false) onError({ error: e.result.error });
+    // The stock webhook replicator reports an HTTP failure as a resolved { success: false }
+    // (so does the stock PostgreSQL one); the stock MySQL one resolves null after a failed write.
+    if (e?.result && e.result.success === false) onError({ error: e.result.error ?? JSON.stringify(e.result.errors) });
+    else if (kind === 'stock' && e?.result === null) onError({ error: lastReplicatorError ?? 'replicate() resolved null (failed write)' });
     else counts.replicated++;
     tick();
   });

@@ -38,6 +38,20 @@ export function renderReport(a) {
   out.push('');
   out.push(`Ours: ${meta.plugin}. Stock: s3db.js ${meta.s3db} \`ReplicatorPlugin\`.`);
   out.push('');
+  const sql = opts.dests.filter((d) => d === 'postgres' || d === 'mysql');
+  if (sql.length) {
+    out.push(`SQL destinations (${sql.join(', ')}; ${[sql.includes('postgres') && opts['pg-url'], sql.includes('mysql') && opts['mysql-url']].filter(Boolean).join(', ')}): ` +
+      'a fresh table per variant, `id VARCHAR(255) PRIMARY KEY, name TEXT, n DOUBLE`, created by the bench (what schema sync creates). ' +
+      'Ours: driver `postgresql` / `mysql`, `{ connectionString, schemaSync: { enabled: true } }`, `resources: { users: table }` (inserts, updates and deletes), default pool of 10. ' +
+      'Stock: driver `postgres` / `mysql`, `resources: { users: { table, actions: [\'insert\', \'update\', \'delete\'] } }` (its default is inserts only), ' +
+      'no schema sync (it crashes in this s3db.js version; the table already exists); PostgreSQL: `{ connectionString }` (one `pg.Client`); ' +
+      'MySQL: `{ host, port, user, password, database }` (a mysql2 pool of 10) and its mysql2 loading fixed by the bench (as shipped it cannot initialize: see bench/README.md).');
+    out.push('');
+  }
+  if (opts.skippedDests?.length) {
+    out.push(`Skipped (server did not answer): ${opts.skippedDests.join(', ')}.`);
+    out.push('');
+  }
 
   out.push('## Throughput and write path');
   out.push('');
@@ -57,7 +71,9 @@ export function renderReport(a) {
 
   out.push('## Replication lag (ms)');
   out.push('');
-  out.push('From a write\'s resolution (`await insert()` returned) to the change being visible at the destination (s3db: the destination resource\'s write call resolved; webhook: the server has read the request).');
+  out.push('From a write\'s resolution (`await insert()` returned) to the change being visible at the destination (s3db: the destination resource\'s write call resolved; webhook: the server has read the request; ' +
+    'postgres: the commit of the row\'s transaction, from a deferred constraint trigger logging `clock_timestamp()`; ' +
+    'mysql: **approximate**, the row write inside its transaction, from AFTER triggers logging `SYSDATE(6)`, so a batched transaction\'s lags are underestimated by up to its remaining duration).');
   out.push('');
   out.push(table(
     ['Destination', 'Writer', 'p50 stock', 'p50 ours', 'p99 stock', 'p99 ours', 'max stock', 'max ours', 'p99: stock ÷ ours'],
@@ -71,7 +87,7 @@ export function renderReport(a) {
 
   out.push('## CPU (per variant process)');
   out.push('');
-  out.push('From the first write until everything was delivered, per 10,000 changes. Process = user + system seconds of all threads (so the Rust engine\'s too; not the webhook server\'s). JS thread = the main thread alone (Linux schedstat): what the plugin takes from the application\'s event loop, and far steadier than rates on a shared machine. `none` = the source\'s own cost.');
+  out.push('From the first write until everything was delivered, per 10,000 changes. Process = user + system seconds of all threads (so the Rust engine\'s too; not the webhook server\'s nor the database server\'s). JS thread = the main thread alone (Linux schedstat): what the plugin takes from the application\'s event loop, and far steadier than rates on a shared machine. `none` = the source\'s own cost.');
   out.push('');
   out.push(table(
     ['Destination', 'Writer', 'Process CPU s/10k: none', 'stock', 'ours', 'ours ÷ stock', 'JS thread s/10k: none', 'stock', 'ours', 'ours ÷ stock'],
@@ -100,12 +116,14 @@ export function renderReport(a) {
 
   out.push('## Correctness (worst run)');
   out.push('');
-  out.push('Delivered = writes whose state (or a newer one) reached the destination; errors = error outcomes the plugin reported; state diff = records whose final destination state differs from the source\'s (webhook: applying requests in arrival order).');
+  out.push('Delivered = writes whose state (or a newer one) reached the destination; errors = error outcomes the plugin reported; state diff = records whose final destination state differs from the source\'s (webhook: applying requests in arrival order). ' +
+    'SQL: "coalesced" = writes of records inserted and deleted within one of the plugin\'s transactions, so no row ever existed for the arrival trigger to see; they count as delivered (the table correctly never held the record) and have no lag.');
   out.push('');
   const correct = (p, dest, writer) => {
     const w = (path) => a.worst('writes', p, dest, writer, path);
     const complete = w('complete');
-    return `${num(w('delivered'))}/${num(opts.n)}, ${num(w('errors'))} err, ${num(w('mismatches'))} diff${complete === false ? ', TIMED OUT' : ''}`;
+    const coalesced = w('coalesced');
+    return `${num(w('delivered'))}/${num(opts.n)}${coalesced > 0 ? ` (${num(coalesced)} coalesced)` : ''}, ${num(w('errors'))} err, ${num(w('mismatches'))} diff${complete === false ? ', TIMED OUT' : ''}`;
   };
   out.push(table(
     ['Destination', 'Writer', 'stock', 'ours'],
@@ -115,21 +133,26 @@ export function renderReport(a) {
 
   out.push('## Engine path (batch API, no source writes)');
   out.push('');
-  out.push(`The same ${num(opts.n)} records as inserts. Ours: \`plugin.replicateBatch('users', records)\` (resolves when all are delivered). Stock (no plugin-level batch API): its replicator's \`replicateBatch()\` in pages of 100, one page after another. Physical limit (best of 3 trials, measured next to these runs): webhook = the higher of the requests/s the same server answers to a minimal keep-alive client (raw sockets, ${opts.concurrency} in flight) and its capacity (requests per CPU-second of the server: on 2 shared cores the Node client itself can be the bottleneck); s3db = the faster of a memory:// resource's own insert()/replace() rate with ${opts.concurrency} in flight.`);
+  out.push(`The same ${num(opts.n)} records as inserts. Ours: \`plugin.replicateBatch('users', records)\` (resolves when all are delivered). Stock (no plugin-level batch API): its replicator's \`replicateBatch()\` in pages of 100, one page after another. Physical limit (best of 3 trials, SQL 5, measured next to these runs): webhook = the higher of the requests/s the same server answers to a minimal keep-alive client (raw sockets, ${opts.concurrency} in flight) and its capacity (requests per CPU-second of the server: on 2 shared cores the Node client itself can be the bottleneck); s3db = the faster of a memory:// resource's own insert()/replace() rate with ${opts.concurrency} in flight; ` +
+    'postgres = ONE `COPY ... FROM STDIN (FORMAT csv)` of the same rows into an empty table of the same shape (CSV built before the clock starts), and 2nd limit = the same rows as multi-row `INSERT ... ON CONFLICT (id) DO UPDATE` statements of 1,000 rows on one connection; ' +
+    'mysql = ONE multi-row `INSERT ... ON DUPLICATE KEY UPDATE` of all the rows (one statement, one transaction, SQL text built before the clock starts), and 2nd limit = statements of 1,000 rows. ' +
+    'SQL delivered = rows of the measured ids in the table afterwards.');
   out.push('');
   out.push(table(
-    ['Destination', 'Physical limit rows/s', 'stock ÷ limit', 'ours ÷ limit', 'ours ÷ stock', 'Process CPU s/10k: stock', 'ours', 'JS thread s/10k: stock', 'ours', 'New connections: stock', 'ours'],
+    ['Destination', 'Physical limit rows/s', 'stock ÷ limit', 'ours ÷ limit', '2nd limit rows/s', 'stock ÷ 2nd', 'ours ÷ 2nd', 'ours ÷ stock', 'Process CPU s/10k: stock', 'ours', 'JS thread s/10k: stock', 'ours', 'New connections: stock', 'ours'],
     opts.dests.map((dest) => {
       const limit = a.engineLimit(dest);
+      const limit2 = a.engineLimit2?.(dest) ?? NaN;
       const g = (p, f) => a.get('engine', p, dest, '-', f);
       const conns = (p) => (dest === 'webhook' ? num(g(p, 'connections')) : '—');
-      return [dest, num(limit), ratio(g('stock', 'rate') / limit), ratio(g('ours', 'rate') / limit), times(g('ours', 'rate') / g('stock', 'rate')),
+      return [dest, num(limit), ratio(g('stock', 'rate') / limit), ratio(g('ours', 'rate') / limit),
+        num(limit2), ratio(g('stock', 'rate') / limit2), ratio(g('ours', 'rate') / limit2), times(g('ours', 'rate') / g('stock', 'rate')),
         num(per10k(g('stock', 'cpuSec')), 2), num(per10k(g('ours', 'cpuSec')), 2), num(per10k(g('stock', 'jsCpuSec')), 2), num(per10k(g('ours', 'jsCpuSec')), 2), conns('stock'), conns('ours')];
     }),
   ));
   out.push('');
 
-  out.push('## Physical limits measured in this run (medians; each limit the best of 3 trials)');
+  out.push('## Physical limits measured in this run (medians; each limit the best of 3 trials, the SQL ones of 5)');
   out.push('');
   const limitRows = opts.writers.map((w) => [`source writes/s, no plugin, ${SCENARIO_NAMES[w]} writer (mix)`, num(base(w, 'writeRate'))]);
   const L = a.limits;
@@ -139,6 +162,10 @@ export function renderReport(a) {
   if (Number.isFinite(L.httpAgent)) limitRows.push([`webhook server, Node http.Agent keep-alive, ${opts.concurrency} in flight (req/s)`, num(L.httpAgent)]);
   if (Number.isFinite(L.s3dbInsert)) limitRows.push([`memory:// insert(), ${opts.concurrency} in flight (writes/s)`, num(L.s3dbInsert)]);
   if (Number.isFinite(L.s3dbReplace)) limitRows.push([`memory:// replace(), ${opts.concurrency} in flight (writes/s)`, num(L.s3dbReplace)]);
+  if (Number.isFinite(L.pgCopy)) limitRows.push([`PostgreSQL: ONE COPY FROM STDIN (csv) of the ${num(opts.n)} rows (rows/s)`, num(L.pgCopy)]);
+  if (Number.isFinite(L.pgUpsert)) limitRows.push(['PostgreSQL: multi-row INSERT … ON CONFLICT DO UPDATE, 1,000 rows per statement, one connection (rows/s)', num(L.pgUpsert)]);
+  if (Number.isFinite(L.mysqlInsert)) limitRows.push([`MySQL: ONE multi-row INSERT … ON DUPLICATE KEY UPDATE of the ${num(opts.n)} rows, one transaction (rows/s)`, num(L.mysqlInsert)]);
+  if (Number.isFinite(L.mysqlUpsert)) limitRows.push(['MySQL: multi-row INSERT … ON DUPLICATE KEY UPDATE, 1,000 rows per statement, one connection (rows/s)', num(L.mysqlUpsert)]);
   out.push(table(['Limit', 'Rate'], limitRows));
   out.push('');
   if (a.failures.length) {
