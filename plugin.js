@@ -74,8 +74,14 @@ export class ReplicatorPlugin extends Plugin {
     })));
     if (this.config.persistReplicatorLog) await this._ensureLogResource();
     this._followAll();
-    // Schema sync (SQL drivers): a mismatch with onMismatch 'error' stops the installation.
-    await this.syncSchemas();
+    // Schema sync (SQL drivers): a mismatch with onMismatch 'error' stops the installation,
+    // and a plugin that failed to install leaves nothing running behind.
+    try {
+      await this.syncSchemas();
+    } catch (error) {
+      await this._shutdown();
+      throw error;
+    }
     this._afterCreateResource = async (event) => {
       const resource = event?.resource ?? event;
       this._follow(resource);
@@ -85,7 +91,10 @@ export class ReplicatorPlugin extends Plugin {
     };
     this.database.addHook('afterCreateResource', this._afterCreateResource);
     // With `new Database({ plugins })` the plugin is installed before saved resources load.
-    this._onConnected = () => this._followAll();
+    this._onConnected = () => {
+      this._followAll();
+      this.syncSchemas().catch((error) => this._schemaError(error.context?.resourceName ?? null, error));
+    };
     this.database.on('db:connected', this._onConnected);
   }
 

@@ -89,6 +89,9 @@ test('postgresql: validate-only with onMismatch error stops the installation', a
       assert.match(e.message, /missing columns: active, age, meta/);
       return true;
     });
+    const users = db.resources.users;
+    assert.equal(users.listenerCount('inserted'), 0, 'a failed installation leaves no listener behind');
+    await assert.rejects(plugin.replicateBatch('users', [{ id: 'x', name: 'x' }]), (e) => e.code === 'ERR_STOPPED');
   } finally {
     await plugin.stop().catch(() => {});
     await db.disconnect();
