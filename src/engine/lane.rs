@@ -361,12 +361,15 @@ fn write<'a>(
         let limit = Duration::from_millis(shared.config.timeout_ms);
         loop {
             attempt += 1;
-            let current: Vec<Change> = if todo.len() == n {
-                changes.clone()
+            // The whole batch is written as it is; only a retried subset is copied.
+            let subset: Vec<Change>;
+            let current: &[Change] = if todo.len() == n {
+                &changes
             } else {
-                todo.iter().map(|&i| changes[i].clone()).collect()
+                subset = todo.iter().map(|&i| changes[i].clone()).collect();
+                &subset
             };
-            let res = match timeout(limit, r.sink.write_batch(&current)).await {
+            let res = match timeout(limit, r.sink.write_batch(current)).await {
                 Ok(res) => res,
                 Err(_) => Err(SinkError::timed_out(format!(
                     "timed out after {} ms",
