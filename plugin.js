@@ -33,11 +33,13 @@ export class ReplicatorPlugin extends Plugin {
     const problem = checkConfig(prepared.json);
     if (problem) throw configError(problem);
     this._prepared = prepared;
+    // The options as the engine reads them (functions replaced by { $fn }), parsed once.
+    this._native = JSON.parse(prepared.json);
     this._engine = null;
     this._destinations = null;
     this._listeners = new Map(); // resource name → { resource, handlers, hooks }
     this._afterCreateResource = null;
-    this._sources = new Set(JSON.parse(prepared.json).replicators.flatMap(sourceNames));
+    this._sources = new Set(this._native.replicators.flatMap(sourceNames));
     this._saturated = false;
     this._keepAlive = null;
     this._batchResults = new Map(); // ticket → outcomes (replicateBatch / syncAllData)
@@ -50,7 +52,7 @@ export class ReplicatorPlugin extends Plugin {
   async onInstall() {
     if (!this.config.enabled) return;
     const { json, functions, clients } = this._prepared;
-    const native = JSON.parse(json);
+    const native = this._native;
     this._destinations = new S3dbDestinations({ sourceDb: () => this.database });
     this._engine = new ReplicationEngine(
       json,
@@ -402,7 +404,7 @@ export class ReplicatorPlugin extends Plugin {
       this._stopping = (async () => {
         this._unfollowAll();
         if (this._engine) {
-          const report = await this._engine.stop(this._prepared && JSON.parse(this._prepared.json).timeout);
+          const report = await this._engine.stop(this._native.timeout);
           if (!report.drained) this.logger?.warn?.({ abandoned: report.abandoned }, 'ReplicatorPlugin stopped before every change was delivered');
         }
         this._release();

@@ -3,7 +3,7 @@
 //! The plugin replaces every user function with a placeholder `{ "$fn": <id> }` before the
 //! options cross the FFI; the functions themselves stay in JavaScript and are called by id.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -497,8 +497,8 @@ fn callback(at: &str, value: Option<&Value>) -> Result<Option<u32>, ConfigError>
 }
 
 /// Routes of one replicator indexed by source resource name.
-pub fn index_routes(routes: &[Route]) -> BTreeMap<String, Vec<usize>> {
-    let mut map: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+pub fn index_routes(routes: &[Route]) -> HashMap<String, Vec<usize>> {
+    let mut map: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, r) in routes.iter().enumerate() {
         map.entry(r.source.clone()).or_default().push(i);
     }

@@ -142,19 +142,12 @@ fn failed_outcomes(
 }
 
 fn stopped_outcomes(r: &Replicator, batch: &[Delivery]) -> Vec<Outcome> {
-    let err = SinkError::retryable("the plugin was stopped before this change could be delivered");
-    batch
-        .iter()
-        .map(|d| {
-            outcome(
-                r,
-                d,
-                OutcomeStatus::Failed,
-                0,
-                Some((&err, ErrorCode::Stopped)),
-            )
-        })
-        .collect()
+    failed_outcomes(
+        r,
+        batch,
+        "the plugin was stopped before this change could be delivered",
+        ErrorCode::Stopped,
+    )
 }
 
 fn outcome(

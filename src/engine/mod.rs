@@ -83,21 +83,20 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn pending(&self) -> u64 {
-        let intake = self
-            .accepted
+    /// Pushed and not yet routed.
+    fn intake(&self) -> u64 {
+        self.accepted
             .load(SeqCst)
-            .saturating_sub(self.routed.load(SeqCst));
-        intake + self.replicators.iter().map(Replicator::queued).sum::<u64>()
+            .saturating_sub(self.routed.load(SeqCst))
+    }
+
+    fn pending(&self) -> u64 {
+        self.intake() + self.replicators.iter().map(Replicator::queued).sum::<u64>()
     }
 
     fn saturated(&self) -> bool {
-        let intake = self
-            .accepted
-            .load(SeqCst)
-            .saturating_sub(self.routed.load(SeqCst));
         let cap = self.config.queue_capacity as u64;
-        intake > cap || self.replicators.iter().any(|r| r.queued() > cap)
+        self.intake() > cap || self.replicators.iter().any(|r| r.queued() > cap)
     }
 }
 
@@ -183,10 +182,7 @@ impl Engine {
                 lanes.push(LaneHandle::new(tx));
                 receivers.push((index, lane, rx));
             }
-            let mut by_source: HashMap<String, Vec<usize>> = HashMap::new();
-            for (i, r) in rc.routes.iter().enumerate() {
-                by_source.entry(r.source.clone()).or_default().push(i);
-            }
+            let by_source = crate::config::index_routes(&rc.routes);
             replicators.push(Replicator {
                 id: rc.id.clone(),
                 driver: rc.driver.clone(),
@@ -272,15 +268,8 @@ impl Engine {
 
     /// Resolves once the engine is back under `queueCapacity`.
     pub async fn wait_for_capacity(&self) {
-        loop {
-            let notified = self.shared.progress.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if !self.shared.saturated() || self.stopped.load(SeqCst) {
-                return;
-            }
-            notified.await;
-        }
+        self.wait_until(|s| !s.saturated() || self.stopped.load(SeqCst))
+            .await
     }
 
     /// Resolves once every change accepted before the call is delivered, failed or skipped,

@@ -186,13 +186,11 @@ pub async fn sync_table(
                 events.extend(mismatch(cfg, table, only_types.describe())?);
             }
         }
-        SchemaStrategy::DropCreate => unreachable_strategy(),
+        // Handled (and returned) before the match.
+        SchemaStrategy::DropCreate => {}
     }
     Ok(events)
 }
-
-/// `DropCreate` returns before the match; kept total without a panic.
-fn unreachable_strategy() {}
 
 fn mismatch(
     cfg: &SchemaSyncConfig,

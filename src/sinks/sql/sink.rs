@@ -18,7 +18,7 @@ pub struct SqlSink<B: SqlBackend> {
     backend: B,
     schema_sync: SchemaSyncConfig,
     log_table: Option<String>,
-    /// table → (column → type); `None` once a table is known not to exist.
+    /// table → (column → type); `None` while a table does not exist (looked up again next time).
     columns: Mutex<HashMap<String, Option<HashMap<String, String>>>>,
     log_ready: Mutex<bool>,
 }
@@ -102,9 +102,7 @@ impl<B: SqlBackend> SqlSink<B> {
         let mut unknown: Vec<(String, serde_json::Value)> = Vec::new();
         for (_, c) in changes.iter().filter(|(_, c)| c.op != Op::Deleted) {
             for (k, v) in c.data.as_object().into_iter().flatten() {
-                if !cols.keys().any(|col| col.eq_ignore_ascii_case(k))
-                    && !unknown.iter().any(|(u, _)| u == k)
-                {
+                if !has_column(&cols, k) && !unknown.iter().any(|(u, _)| u == k) {
                     unknown.push((k.clone(), v.clone()));
                 }
             }
@@ -127,7 +125,7 @@ impl<B: SqlBackend> SqlSink<B> {
                         .into_iter()
                         .flatten()
                         .map(|(k, _)| k.as_str())
-                        .filter(|k| !cols.keys().any(|col| col.eq_ignore_ascii_case(k)))
+                        .filter(|k| !has_column(&cols, k))
                         .collect();
                     if !missing.is_empty() {
                         failed.push((
@@ -143,6 +141,11 @@ impl<B: SqlBackend> SqlSink<B> {
         }
         Ok((cols, failed))
     }
+}
+
+/// Whether the table has a column for field `name` (databases match names case-insensitively).
+fn has_column(cols: &HashMap<String, String>, name: &str) -> bool {
+    cols.keys().any(|col| col.eq_ignore_ascii_case(name))
 }
 
 /// The attributes a table created on the write path gets, from the rows' values.
