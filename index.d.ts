@@ -22,6 +22,27 @@ export declare class ReplicationEngine {
   push(resource: string, op: string, json: string): boolean
   /** `push` for one replicator only, with a ticket echoed in the outcomes. */
   pushTo(resource: string, op: string, json: string, replicator?: string | undefined | null, ticket?: number | undefined | null): boolean
+  /**
+   * A full-sync snapshot of one record for one replicator, read from the source after
+   * change `readAfter` (`lastSeq()` taken before the read). Dropped, as `superseded`, if a
+   * live change of the record was accepted after that. Use between `beginSync`/`endSync`.
+   */
+  pushSnapshot(resource: string, json: string, replicator: string, ticket: number | undefined | null, readAfter: number): boolean
+  /** The seq of the last accepted change (0 before the first). */
+  lastSeq(): number
+  beginSync(): void
+  endSync(): void
+  /** Dead letters, oldest first: JSON `{ total, items }`. */
+  deadLetters(replicator: string | undefined | null, limit: number, offset: number): string
+  /**
+   * Re-sends dead letters (these ids, or all; optionally of one replicator) to the
+   * replicator that failed them. Returns how many were queued.
+   */
+  retryDeadLetters(ids?: Array<number> | undefined | null, replicator?: string | undefined | null, ticket?: number | undefined | null): number
+  /** Drops dead letters for good; returns how many existed. */
+  discardDeadLetters(ids: Array<number>): number
+  /** Where accepted changes are kept, and how much is in there. */
+  outbox(): { mode: 'disk' | 'memory', dir?: string, pending: number, bytes: number, segments: number, replayed: number, appendErrors: number, deadLetters: number }
   saturated(): boolean
   waitForCapacity(): Promise<void>
   /** Resolves once every change accepted so far is delivered or failed. */

@@ -51,7 +51,7 @@ test('push → flush → stop on the native engine, with stable error codes', as
 test('a bridge that throws synchronously fails the batch, never the process', async () => {
   const outcomes = [];
   const e = new ReplicationEngine(
-    JSON.stringify({ ...valid, maxRetries: 1 }),
+    JSON.stringify({ ...valid, maxRetries: 1, circuitBreaker: false }),
     async () => '[]',
     () => {
       throw new Error('bridge exploded');

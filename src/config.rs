@@ -74,7 +74,102 @@ pub struct EngineOptions {
     /// Cap of the backoff delay, in milliseconds.
     #[serde(default = "default_max_retry_delay_ms", rename = "maxRetryDelay")]
     pub max_retry_delay_ms: u64,
+    /// The durable outbox: `false` (or absent) keeps accepted changes in memory only.
+    #[serde(default)]
+    pub outbox: Option<OutboxSetting>,
+    /// Per-replicator circuit breaker; `false` turns it off.
+    #[serde(default)]
+    pub circuit_breaker: Option<BreakerSetting>,
     pub replicators: Vec<ReplicatorEntry>,
+}
+
+/// `outbox: false` or `outbox: { dir, ... }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OutboxSetting {
+    Flag(bool),
+    Options(OutboxOptions),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OutboxOptions {
+    /// Directory of the log; the plugin fills in its default. Without it the outbox is in memory.
+    #[serde(default)]
+    pub dir: Option<String>,
+    /// `interval` (default): group commit, fsync every `fsyncIntervalMs`; `off`: leave flushing
+    /// to the OS (a killed process still loses nothing; a power cut may).
+    #[serde(default)]
+    pub fsync: Option<String>,
+    #[serde(default)]
+    pub fsync_interval_ms: Option<u64>,
+    #[serde(default)]
+    pub segment_bytes: Option<u64>,
+}
+
+/// `circuitBreaker: false` or `circuitBreaker: { failureThreshold, resetTimeout, maxResetTimeout }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum BreakerSetting {
+    Flag(bool),
+    Options(BreakerOptions),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BreakerOptions {
+    #[serde(default)]
+    pub failure_threshold: Option<u32>,
+    #[serde(default)]
+    pub reset_timeout: Option<u64>,
+    #[serde(default)]
+    pub max_reset_timeout: Option<u64>,
+    #[serde(default)]
+    pub hold_timeout: Option<u64>,
+}
+
+/// Where accepted changes are kept until every destination has them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxConfig {
+    /// `None`: in memory (lost with the process).
+    pub dir: Option<std::path::PathBuf>,
+    /// `None`: never fsync explicitly.
+    pub fsync_interval_ms: Option<u64>,
+    pub segment_bytes: u64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            fsync_interval_ms: Some(20),
+            segment_bytes: 16 << 20,
+        }
+    }
+}
+
+/// After `failure_threshold` failed writes in a row a replicator stops writing and probes
+/// the destination after `reset_timeout_ms`, doubling up to `max_reset_timeout_ms`. Changes
+/// wait for a destination that is down for up to `hold_timeout_ms`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerConfig {
+    pub failure_threshold: u32,
+    pub reset_timeout_ms: u64,
+    pub max_reset_timeout_ms: u64,
+    /// How long a change may wait for a destination that is down before it is dead-lettered
+    /// anyway (so an outage cannot hide forever; the dead letter can be retried).
+    pub hold_timeout_ms: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            reset_timeout_ms: 1_000,
+            max_reset_timeout_ms: 30_000,
+            hold_timeout_ms: 600_000,
+        }
+    }
 }
 
 /// One replicator as the user wrote it (functions already replaced by placeholders).
@@ -132,6 +227,9 @@ pub struct EngineConfig {
     pub concurrency: usize,
     pub retry_delay_ms: u64,
     pub max_retry_delay_ms: u64,
+    pub outbox: OutboxConfig,
+    /// `None`: no circuit breaker.
+    pub breaker: Option<BreakerConfig>,
     pub replicators: Vec<ReplicatorConfig>,
 }
 
@@ -165,6 +263,8 @@ impl EngineConfig {
         range("concurrency", opts.concurrency as u64, 1, 256)?;
         range("retryDelay", opts.retry_delay_ms, 0, 3_600_000)?;
         range("maxRetryDelay", opts.max_retry_delay_ms, 0, 3_600_000)?;
+        let outbox = parse_outbox(opts.outbox)?;
+        let breaker = parse_breaker(opts.circuit_breaker)?;
         if opts.replicators.is_empty() {
             return Err(ConfigError::new(
                 "replicators",
@@ -200,9 +300,84 @@ impl EngineConfig {
             concurrency: opts.concurrency,
             retry_delay_ms: opts.retry_delay_ms,
             max_retry_delay_ms: opts.max_retry_delay_ms,
+            outbox,
+            breaker,
             replicators,
         })
     }
+}
+
+fn parse_outbox(setting: Option<OutboxSetting>) -> Result<OutboxConfig, ConfigError> {
+    let mut out = OutboxConfig::default();
+    let opts = match setting {
+        None | Some(OutboxSetting::Flag(false)) => return Ok(out),
+        Some(OutboxSetting::Flag(true)) => {
+            return Err(ConfigError::new(
+                "outbox",
+                "`true` does not say where the outbox lives",
+                "give a directory: outbox: { dir: './.s3db-replicator' }, or leave the option out for the default",
+            ))
+        }
+        Some(OutboxSetting::Options(o)) => o,
+    };
+    match opts.dir.as_deref().map(str::trim) {
+        Some("") => {
+            return Err(ConfigError::new(
+                "outbox.dir",
+                "the directory is empty",
+                "give a path, e.g. outbox: { dir: './.s3db-replicator' }",
+            ))
+        }
+        Some(dir) => out.dir = Some(dir.into()),
+        None => {}
+    }
+    if let Some(ms) = opts.fsync_interval_ms {
+        range("outbox.fsyncIntervalMs", ms, 1, 60_000)?;
+        out.fsync_interval_ms = Some(ms);
+    }
+    match opts.fsync.as_deref() {
+        None | Some("interval") => {}
+        Some("off") => out.fsync_interval_ms = None,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "outbox.fsync",
+                format!("unknown fsync mode '{other}'"),
+                "use 'interval' (group commit every fsyncIntervalMs) or 'off'",
+            ))
+        }
+    }
+    if let Some(bytes) = opts.segment_bytes {
+        range("outbox.segmentBytes", bytes, 4096, 1 << 32)?;
+        out.segment_bytes = bytes;
+    }
+    Ok(out)
+}
+
+fn parse_breaker(setting: Option<BreakerSetting>) -> Result<Option<BreakerConfig>, ConfigError> {
+    let opts = match setting {
+        Some(BreakerSetting::Flag(false)) => return Ok(None),
+        None | Some(BreakerSetting::Flag(true)) => BreakerOptions::default(),
+        Some(BreakerSetting::Options(o)) => o,
+    };
+    let mut out = BreakerConfig::default();
+    if let Some(n) = opts.failure_threshold {
+        range("circuitBreaker.failureThreshold", n as u64, 1, 1_000_000)?;
+        out.failure_threshold = n;
+    }
+    if let Some(ms) = opts.reset_timeout {
+        range("circuitBreaker.resetTimeout", ms, 1, 3_600_000)?;
+        out.reset_timeout_ms = ms;
+    }
+    if let Some(ms) = opts.max_reset_timeout {
+        range("circuitBreaker.maxResetTimeout", ms, 1, 3_600_000)?;
+        out.max_reset_timeout_ms = ms;
+    }
+    if let Some(ms) = opts.hold_timeout {
+        range("circuitBreaker.holdTimeout", ms, 0, 7 * 24 * 3_600_000)?;
+        out.hold_timeout_ms = ms;
+    }
+    out.max_reset_timeout_ms = out.max_reset_timeout_ms.max(out.reset_timeout_ms);
+    Ok(Some(out))
 }
 
 fn range(name: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {

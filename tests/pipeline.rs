@@ -348,7 +348,7 @@ async fn exhausted_retries_fail_with_the_sink_error() {
     let engine = start(
         one_replicator(
             json!(["users"]),
-            json!({ "maxRetries": 3, "retryDelay": 10, "batchSize": 10, "concurrency": 1, "lingerMs": 5 }),
+            json!({ "maxRetries": 3, "retryDelay": 10, "batchSize": 10, "concurrency": 1, "lingerMs": 5, "circuitBreaker": false }),
         ),
         host.clone(),
         sinks![sink],
@@ -393,7 +393,7 @@ async fn max_retries_zero_still_makes_one_attempt() {
         ..Default::default()
     });
     let engine = start(
-        one_replicator(json!(["users"]), json!({ "maxRetries": 0 })),
+        one_replicator(json!(["users"]), json!({ "maxRetries": 0, "circuitBreaker": false })),
         host.clone(),
         sinks![sink],
     );
@@ -416,7 +416,7 @@ async fn backoff_grows_exponentially_and_is_capped() {
     let engine = start(
         one_replicator(
             json!(["users"]),
-            json!({ "maxRetries": 7, "retryDelay": 100, "maxRetryDelay": 400 }),
+            json!({ "maxRetries": 7, "retryDelay": 100, "maxRetryDelay": 400, "circuitBreaker": false }),
         ),
         host.clone(),
         sinks![sink],
@@ -479,7 +479,7 @@ async fn a_hanging_write_times_out_and_is_retried() {
     let engine = start(
         one_replicator(
             json!(["users"]),
-            json!({ "maxRetries": 2, "retryDelay": 10, "timeout": 100 }),
+            json!({ "maxRetries": 2, "retryDelay": 10, "timeout": 100, "circuitBreaker": false }),
         ),
         host.clone(),
         sinks![sink],
@@ -1840,7 +1840,7 @@ async fn a_failing_replicator_does_not_delay_a_healthy_one() {
         ..Default::default()
     });
     let good = Arc::new(RecordingSink::default());
-    let opts = json!({ "maxRetries": 4, "retryDelay": 1000, "maxRetryDelay": 5000, "concurrency": 2, "batchSize": 3, "replicators": [
+    let opts = json!({ "maxRetries": 4, "retryDelay": 1000, "maxRetryDelay": 5000, "concurrency": 2, "batchSize": 3, "circuitBreaker": false, "replicators": [
         { "id": "bad", "driver": "s3db", "resources": ["users"], "config": { "connectionString": "memory://a" } },
         { "id": "good", "driver": "s3db", "resources": ["users"], "config": { "connectionString": "memory://b" } }
     ]});

@@ -58,6 +58,13 @@ pub struct Outcome {
     /// Caller-supplied tag (`replicateBatch`), so the host can match results to its request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ticket: Option<u64>,
+    /// On a failure: the dead letter it was kept as. On a re-send: the dead letter re-sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letter_id: Option<u64>,
+    /// Why a change was skipped by the engine itself: `superseded` (a newer change of the
+    /// record was accepted, so this older one must not be written after it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -11,8 +11,10 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio::time::timeout;
+use tokio::time::{timeout, Instant};
 
+use super::breaker::Verdict;
+use super::dead_letters::DeadLetter;
 use super::{now_ms, CallbackCall, Delivery, Outcome, OutcomeStatus, Replicator, Shared};
 use crate::error::{ErrorCode, SinkError};
 use crate::event::Change;
@@ -22,6 +24,8 @@ pub(crate) struct LaneHandle {
     tx: mpsc::UnboundedSender<Delivery>,
     enqueued: AtomicU64,
     settled: AtomicU64,
+    /// Epoch ms at which the change the lane is working on was routed; 0 when idle.
+    busy_since: AtomicU64,
 }
 
 impl LaneHandle {
@@ -30,6 +34,13 @@ impl LaneHandle {
             tx,
             enqueued: AtomicU64::new(0),
             settled: AtomicU64::new(0),
+            busy_since: AtomicU64::new(0),
+        }
+    }
+    pub(super) fn busy_since_ms(&self) -> Option<u64> {
+        match self.busy_since.load(Relaxed) {
+            0 => None,
+            t => Some(t),
         }
     }
     pub(super) fn send(&self, d: Delivery) {
@@ -87,7 +98,8 @@ pub(super) async fn run(
         // No waiting here: the router lingers between rounds, so under load changes arrive in
         // bursts and the batch fills by itself; an idle lane writes the first change at once.
         let n = batch.len() as u64;
-        let outcomes = tokio::select! {
+        r.lanes[lane].busy_since.store(batch[0].event.ts_ms.max(1), Relaxed);
+        let mut outcomes = tokio::select! {
             // Once stop() cancels, never poll the write again (it may be retrying).
             biased;
             _ = cancel.changed() => stopped_outcomes(r, &batch),
@@ -96,11 +108,13 @@ pub(super) async fn run(
                 Err(_) => failed_outcomes(r, &batch, "internal: the destination driver panicked", ErrorCode::Internal),
             },
         };
+        finish(&shared, r, &batch, &mut outcomes);
         // Outcomes first: flush() takes a settled batch as reported to the host.
         shared
             .host
             .emit(outcomes, shared.pending().saturating_sub(n));
         r.lanes[lane].settled.fetch_add(n, SeqCst);
+        r.lanes[lane].busy_since.store(0, Relaxed);
         // Two lanes finishing together may both have reported work pending: whoever sees the
         // engine idle after settling says so, so the host can release the event loop.
         if shared.pending() == 0 {
@@ -181,15 +195,69 @@ fn outcome(
         code: error.map(|(_, c)| c.as_str()),
         data: error.map(|_| d.event.data.clone()),
         ticket: d.ticket,
+        dead_letter_id: d.redelivery,
+        reason: None,
     }
 }
 
 use super::metrics::Metrics;
 
+/// Book-keeping once a batch is settled: failures become dead letters (persisted before the
+/// outbox lets go of the change), a delivery supersedes older dead letters of its record, and
+/// the outbox learns which changes are done. Changes abandoned at the stop deadline stay in
+/// the outbox, to be replayed on the next start.
+fn finish(shared: &Shared, r: &Replicator, batch: &[Delivery], outcomes: &mut [Outcome]) {
+    let stopped = Some(ErrorCode::Stopped.as_str());
+    let mut done = Vec::with_capacity(batch.len());
+    for (d, o) in batch.iter().zip(outcomes.iter_mut()) {
+        match o.status {
+            OutcomeStatus::Replicated => {
+                shared
+                    .dead_letters
+                    .delivered(&r.id, &o.destination, &d.event.id, d.origin_seq);
+                if let Some(id) = d.redelivery {
+                    shared.dead_letters.remove(&[id]);
+                }
+            }
+            OutcomeStatus::Failed if o.code == stopped => continue,
+            OutcomeStatus::Failed => {
+                let letter = DeadLetter {
+                    id: 0,
+                    replicator: r.id.clone(),
+                    resource_name: d.event.resource.clone(),
+                    destination: o.destination.clone(),
+                    operation: d.event.op,
+                    record_id: d.event.id.clone(),
+                    data: d.event.data.clone(),
+                    before: d.event.before.clone(),
+                    error: o.error.clone().unwrap_or_default(),
+                    code: o.code.unwrap_or(ErrorCode::Internal.as_str()).to_string(),
+                    attempts: o.attempts,
+                    failed_at: crate::time::iso8601(now_ms()),
+                    seq: d.origin_seq,
+                };
+                o.dead_letter_id = Some(shared.dead_letters.put(letter, d.redelivery));
+                if d.redelivery.is_none() {
+                    Metrics::add(&r.metrics.dead_lettered, 1);
+                }
+            }
+            OutcomeStatus::Skipped => {
+                if let (Some(id), Some("superseded")) = (d.redelivery, o.reason) {
+                    shared.dead_letters.remove(&[id]);
+                }
+            }
+        }
+        done.push(d.event.seq);
+    }
+    shared.outbox.settle(done);
+}
+
 /// What happens to each delivery before the write.
 enum Prepared {
     Write(Change),
     Skip,
+    /// A re-sent dead letter whose record has a newer change: writing it would go back in time.
+    Superseded,
     Fail(SinkError, ErrorCode),
 }
 
@@ -216,6 +284,11 @@ async fn process(shared: &Shared, r: &Replicator, batch: &[Delivery]) -> Vec<Out
     for (i, (d, p)) in batch.iter().zip(&prepared).enumerate() {
         out.push(match p {
             Prepared::Skip => outcome(r, d, OutcomeStatus::Skipped, 0, None),
+            Prepared::Superseded => {
+                let mut o = outcome(r, d, OutcomeStatus::Skipped, 0, None);
+                o.reason = Some("superseded");
+                o
+            }
             Prepared::Fail(e, code) => outcome(r, d, OutcomeStatus::Failed, 0, Some((e, *code))),
             Prepared::Write(_) => match &written[i] {
                 Some((attempts, None)) => {
@@ -238,9 +311,13 @@ async fn process(shared: &Shared, r: &Replicator, batch: &[Delivery]) -> Vec<Out
 
 /// Runs `shouldReplicate` and `transform` for the batch in one host call, and builds the changes.
 async fn prepare(shared: &Shared, r: &Replicator, batch: &[Delivery]) -> Vec<Prepared> {
+    let stale = superseded_resends(shared, r, batch);
     let mut calls = Vec::new();
     let mut call_of = vec![None; batch.len()];
     for (i, d) in batch.iter().enumerate() {
+        if stale[i] {
+            continue;
+        }
         let route = &r.routes[d.route];
         if route.transform.is_some() || route.should_replicate.is_some() {
             call_of[i] = Some(calls.len());
@@ -278,6 +355,9 @@ async fn prepare(shared: &Shared, r: &Replicator, batch: &[Delivery]) -> Vec<Pre
         .iter()
         .enumerate()
         .map(|(i, d)| {
+            if stale[i] {
+                return Prepared::Superseded;
+            }
             let route = &r.routes[d.route];
             let data = match (call_of[i], &results) {
                 (None, _) => d.event.data.clone(),
@@ -338,8 +418,29 @@ async fn prepare(shared: &Shared, r: &Replicator, batch: &[Delivery]) -> Vec<Pre
         .collect()
 }
 
+/// Re-sent dead letters that must not be written: the dead letter is gone (a newer change of
+/// the record was delivered since) or a newer change of the record is earlier in this batch.
+fn superseded_resends(shared: &Shared, r: &Replicator, batch: &[Delivery]) -> Vec<bool> {
+    let mut stale = vec![false; batch.len()];
+    for (i, d) in batch.iter().enumerate() {
+        let Some(id) = d.redelivery else {
+            continue;
+        };
+        let dest = &r.routes[d.route].dest;
+        stale[i] = !shared.dead_letters.contains(id)
+            || batch[..i].iter().any(|e| {
+                e.origin_seq > d.origin_seq && e.event.id == d.event.id && &r.routes[e.route].dest == dest
+            });
+    }
+    stale
+}
+
 /// Writes changes with retries. On a permanent error of a multi-change batch, splits it in
 /// halves to isolate the bad record(s), so the rest of the batch is still delivered.
+///
+/// Retries are counted only while the destination works for other writes: when nothing could
+/// be written since these changes started failing, the destination is down, and with the
+/// circuit breaker on they wait for it (probed with backoff) instead of being dead-lettered.
 fn write<'a>(
     shared: &'a Shared,
     r: &'a Replicator,
@@ -350,10 +451,15 @@ fn write<'a>(
         let mut results: Vec<Option<WriteResult>> = vec![None; n];
         // Indexes (into `changes`) still to write, in order.
         let mut todo: Vec<usize> = (0..n).collect();
+        // `attempt` is the retry budget used; `tries` what outcomes report.
         let mut attempt = 0u32;
+        let mut tries = 0u32;
+        let mut failing_since: Option<Instant> = None;
+        let mut first_failure: Option<Instant> = None;
         let limit = Duration::from_millis(shared.config.timeout_ms);
         loop {
             attempt += 1;
+            tries += 1;
             // The whole batch is written as it is; only a retried subset is copied.
             let subset: Vec<Change>;
             let current: &[Change] = if todo.len() == n {
@@ -362,6 +468,7 @@ fn write<'a>(
                 subset = todo.iter().map(|&i| changes[i].clone()).collect();
                 &subset
             };
+            let permit = r.breaker.admit().await;
             let res = match timeout(limit, r.sink.write_batch(current)).await {
                 Ok(res) => res,
                 Err(_) => Err(SinkError::timed_out(format!(
@@ -369,10 +476,28 @@ fn write<'a>(
                     shared.config.timeout_ms
                 ))),
             };
+            permit.report(verdict(&res, todo.len()));
+            let since = *failing_since.get_or_insert_with(Instant::now);
+            let held_for = first_failure.get_or_insert(since).elapsed();
+            // Out of retries while the destination looks down: start a fresh budget and wait.
+            let hold = |attempt: &mut u32, e: &SinkError| {
+                if r.policy.should_retry(*attempt, e) {
+                    return true;
+                }
+                if e.is_retryable()
+                    && r.breaker.holds_changes()
+                    && !r.breaker.succeeded_since(since)
+                    && held_for < r.breaker.hold_timeout()
+                {
+                    *attempt = 0;
+                    return true;
+                }
+                false
+            };
             match res {
                 Ok(BatchOutcome::Delivered) => {
                     for &i in &todo {
-                        results[i] = Some((attempt, None));
+                        results[i] = Some((tries, None));
                     }
                     break;
                 }
@@ -385,14 +510,17 @@ fn write<'a>(
                     }
                     let mut again = Vec::new();
                     let mut wait_for: Option<SinkError> = None;
+                    let budget = attempt;
                     for (k, &i) in todo.iter().enumerate() {
+                        let mut a = budget;
                         match failed_at[k].take() {
-                            None => results[i] = Some((attempt, None)),
-                            Some(e) if r.policy.should_retry(attempt, &e) => {
+                            None => results[i] = Some((tries, None)),
+                            Some(e) if hold(&mut a, &e) => {
+                                attempt = attempt.min(a);
                                 again.push(i);
                                 wait_for.get_or_insert(e);
                             }
-                            Some(e) => results[i] = Some((attempt, Some(e))),
+                            Some(e) => results[i] = Some((tries, Some(e))),
                         }
                     }
                     if again.is_empty() {
@@ -400,13 +528,13 @@ fn write<'a>(
                     }
                     Metrics::add(&r.metrics.retried, again.len() as u64);
                     let e = wait_for.unwrap_or_else(|| SinkError::retryable("partial failure"));
-                    backoff(shared, r, attempt, &e).await;
+                    backoff(shared, r, attempt.max(1), &e).await;
                     todo = again;
                 }
-                Err(e) if r.policy.should_retry(attempt, &e) => {
-                    tracing::warn!(message = "Retrying batch.", replicator = %r.id, attempt, events = todo.len(), error = %e);
+                Err(e) if hold(&mut attempt, &e) => {
+                    tracing::warn!(message = "Retrying batch.", replicator = %r.id, attempt = tries, events = todo.len(), error = %e);
                     Metrics::add(&r.metrics.retried, todo.len() as u64);
-                    backoff(shared, r, attempt, &e).await;
+                    backoff(shared, r, attempt.max(1), &e).await;
                 }
                 Err(e) if !e.is_retryable() && todo.len() > 1 => {
                     // A poison record: bisect so only the bad change(s) fail.
@@ -418,13 +546,13 @@ fn write<'a>(
                     let lres = write(shared, r, left).await;
                     let rres = write(shared, r, right).await;
                     for (&i, (a, e)) in todo.iter().zip(lres.into_iter().chain(rres)) {
-                        results[i] = Some((a + attempt, e));
+                        results[i] = Some((a + tries, e));
                     }
                     break;
                 }
                 Err(e) => {
                     for &i in &todo {
-                        results[i] = Some((attempt, Some(e.clone())));
+                        results[i] = Some((tries, Some(e.clone())));
                     }
                     break;
                 }
@@ -442,7 +570,28 @@ fn write<'a>(
     })
 }
 
+/// What one write attempt says about the destination, for the circuit breaker.
+fn verdict(res: &Result<BatchOutcome, SinkError>, n: usize) -> Verdict {
+    match res {
+        Ok(BatchOutcome::Delivered) => Verdict::Up,
+        Ok(BatchOutcome::Partial(failed)) => {
+            if failed.len() < n || failed.iter().any(|(_, e)| !e.is_retryable()) {
+                Verdict::Up
+            } else {
+                Verdict::Down
+            }
+        }
+        Err(e) if e.is_retryable() => Verdict::Down,
+        // It answered: the destination is up, the data is the problem.
+        Err(_) => Verdict::Up,
+    }
+}
+
 async fn backoff(shared: &Shared, r: &Replicator, attempt: u32, e: &SinkError) {
+    // An open breaker does the waiting (and wakes every lane once the destination is back).
+    if r.breaker.snapshot().state != super::BreakerState::Closed {
+        return;
+    }
     let delay = r.policy.delay(attempt, e);
     let mut cancel = shared.cancel.clone();
     tokio::select! {

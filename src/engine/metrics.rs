@@ -5,6 +5,8 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+use super::breaker::{BreakerSnapshot, BreakerState};
+
 #[derive(Default)]
 pub struct Metrics {
     pub received: AtomicU64,
@@ -12,6 +14,7 @@ pub struct Metrics {
     pub failed: AtomicU64,
     pub skipped: AtomicU64,
     pub retried: AtomicU64,
+    pub dead_lettered: AtomicU64,
     pub batches: AtomicU64,
     pub last_success_ms: AtomicU64,
     pub last_error: Mutex<Option<String>>,
@@ -32,9 +35,17 @@ pub struct ReplicatorStats {
     pub skipped: u64,
     /// Extra attempts after a failed write.
     pub retried: u64,
+    /// Failures kept as dead letters (retry with `retryDeadLetters()`).
+    pub dead_lettered: u64,
     pub batches: u64,
-    /// Accepted and not yet settled (delivered, failed or skipped).
+    /// Queue depth: accepted and not yet settled (delivered, failed or skipped).
     pub queued: u64,
+    /// Age of the oldest undelivered change (replication lag), in milliseconds.
+    pub oldest_pending_ms: u64,
+    /// `healthy`, `degraded` (recent failures, retrying), `open` / `half-open` (destination
+    /// down: waiting, probing) or `disabled`.
+    pub health: &'static str,
+    pub breaker: BreakerSnapshot,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     /// Epoch milliseconds of the last successful write.
@@ -47,8 +58,23 @@ impl Metrics {
         counter.fetch_add(n, Relaxed);
     }
 
-    pub fn snapshot(&self, id: &str, driver: &str, enabled: bool, queued: u64) -> ReplicatorStats {
+    pub fn snapshot(
+        &self,
+        id: &str,
+        driver: &str,
+        enabled: bool,
+        queued: u64,
+        oldest_pending_ms: u64,
+        breaker: BreakerSnapshot,
+    ) -> ReplicatorStats {
         let last = self.last_success_ms.load(Relaxed);
+        let health = match breaker.state {
+            _ if !enabled => "disabled",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half-open",
+            BreakerState::Closed if breaker.consecutive_failures > 0 => "degraded",
+            BreakerState::Closed => "healthy",
+        };
         ReplicatorStats {
             id: id.to_string(),
             driver: driver.to_string(),
@@ -58,8 +84,12 @@ impl Metrics {
             failed: self.failed.load(Relaxed),
             skipped: self.skipped.load(Relaxed),
             retried: self.retried.load(Relaxed),
+            dead_lettered: self.dead_lettered.load(Relaxed),
             batches: self.batches.load(Relaxed),
             queued,
+            oldest_pending_ms,
+            health,
+            breaker,
             last_error: self.last_error.lock().map(|e| e.clone()).unwrap_or(None),
             last_sync: (last > 0).then_some(last),
         }

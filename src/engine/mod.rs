@@ -5,40 +5,57 @@
 //! per-replicator lane chosen by hash(destination, id) → batch → callbacks → sink → outcomes.
 //! A lane is FIFO, so one record's changes are applied in order; lanes run in parallel.
 
+mod breaker;
+mod dead_letters;
 mod host;
 mod lane;
 mod metrics;
+mod outbox;
 mod retry;
 mod router;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
+pub use breaker::{BreakerSnapshot, BreakerState};
+pub use dead_letters::DeadLetter;
 pub use host::{CallbackCall, CallbackResult, Host, ItemResults, Outcome, OutcomeStatus};
 pub use metrics::ReplicatorStats;
+pub use outbox::OutboxInfo;
 pub use retry::{RetryPolicy, Strategy};
 
 use crate::config::{EngineConfig, Route};
 use crate::error::SinkError;
 use crate::error::{ConfigError, EngineError};
 use crate::event::{Op, SharedEvent};
+use crate::outbox::EntryRef;
 use crate::sinks::{SchemaEvent, Sink, SinkContext};
+use breaker::Breaker;
+use dead_letters::DeadLetters;
 use lane::LaneHandle;
 use metrics::Metrics;
+use outbox::Outbox;
 
-/// A change handed over by the host, not yet parsed.
+/// A change handed over by the host (or replayed from the outbox), not yet parsed.
 pub(crate) struct Intake {
+    /// Its position in the outbox: the order changes were accepted in.
+    seq: u64,
     resource: String,
     op: Op,
     json: String,
-    /// Only this replicator (full sync, `replicateBatch` to one target).
+    /// Only this replicator (full sync, `replicateBatch` to one target). `usize::MAX`: a
+    /// replayed change for a replicator that no longer exists.
     only: Option<usize>,
     ticket: Option<u64>,
+    /// A full-sync snapshot read after this seq: dropped if the record changed since.
+    snapshot_after: Option<u64>,
+    /// Re-sends this dead letter.
+    redelivery_of: Option<u64>,
     /// When `push` accepted it: outcome durations start here.
     at: Instant,
 }
@@ -48,6 +65,21 @@ pub(crate) struct Delivery {
     event: SharedEvent,
     route: usize,
     ticket: Option<u64>,
+    /// The dead letter this re-sends.
+    redelivery: Option<u64>,
+    /// Which version of the record this is: the original change's seq for a re-send.
+    origin_seq: u64,
+}
+
+/// How a change enters the engine besides its resource, operation and record.
+#[derive(Debug, Default, Clone)]
+pub struct PushOptions<'a> {
+    /// Only to this replicator (by id).
+    pub only: Option<&'a str>,
+    /// Echoed in the outcomes.
+    pub ticket: Option<u64>,
+    /// A full-sync snapshot read after this seq (see `begin_sync`).
+    pub snapshot_after: Option<u64>,
 }
 
 pub(crate) struct Replicator {
@@ -58,6 +90,7 @@ pub(crate) struct Replicator {
     by_source: HashMap<String, Vec<usize>>,
     sink: Arc<dyn Sink>,
     policy: RetryPolicy,
+    breaker: Breaker,
     lanes: Vec<LaneHandle>,
     metrics: Metrics,
 }
@@ -65,6 +98,17 @@ pub(crate) struct Replicator {
 impl Replicator {
     fn queued(&self) -> u64 {
         self.lanes.iter().map(LaneHandle::queued).sum()
+    }
+
+    /// Age of the oldest change a lane is working on, in milliseconds.
+    fn oldest_pending_ms(&self) -> u64 {
+        let now = now_ms();
+        self.lanes
+            .iter()
+            .filter_map(LaneHandle::busy_since_ms)
+            .map(|t| now.saturating_sub(t))
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -80,6 +124,12 @@ pub(crate) struct Shared {
     cancel: watch::Receiver<bool>,
     /// Set once the router has finished on `stop()`: lanes exit when their queue is empty.
     drain: watch::Receiver<bool>,
+    outbox: Outbox,
+    dead_letters: DeadLetters,
+    /// Full syncs running: while any is, the router remembers which records changed.
+    syncs: AtomicU32,
+    /// Replayed snapshots up to this seq need the same memory.
+    replayed_snapshots_until: u64,
 }
 
 impl Shared {
@@ -140,6 +190,8 @@ impl Engine {
         host: Arc<dyn Host>,
         sinks: Vec<Arc<dyn Sink>>,
     ) -> Result<Self, EngineError> {
+        let (outbox, replay) = Outbox::open(&config.outbox).map_err(outbox_error)?;
+        let dead_letters = DeadLetters::open(config.outbox.dir.as_deref()).map_err(outbox_error)?;
         let (cancel_tx, cancel_rx) = watch::channel(false);
         let (drain_tx, drain_rx) = watch::channel(false);
         let mut replicators = Vec::with_capacity(config.replicators.len());
@@ -191,10 +243,17 @@ impl Engine {
                 by_source,
                 sink,
                 policy,
+                breaker: Breaker::new(config.breaker),
                 lanes,
                 metrics: Metrics::default(),
             });
         }
+        let replayed_snapshots_until = replay
+            .iter()
+            .filter(|e| e.snapshot_after.is_some())
+            .map(|e| e.seq)
+            .max()
+            .unwrap_or(0);
         let shared = Arc::new(Shared {
             config,
             host,
@@ -204,8 +263,37 @@ impl Engine {
             progress: Notify::new(),
             cancel: cancel_rx,
             drain: drain_rx,
+            outbox,
+            dead_letters,
+            syncs: AtomicU32::new(0),
+            replayed_snapshots_until,
         });
         let (intake_tx, intake_rx) = mpsc::unbounded_channel();
+        // What was accepted before a crash (or a stop deadline) goes first, in its order.
+        if !replay.is_empty() {
+            tracing::info!(message = "Replaying undelivered changes from the outbox.", changes = replay.len());
+        }
+        for e in replay {
+            let only = e.only.as_deref().map(|id| {
+                shared
+                    .replicators
+                    .iter()
+                    .position(|r| r.id == id)
+                    .unwrap_or(usize::MAX)
+            });
+            shared.accepted.fetch_add(1, SeqCst);
+            let _ = intake_tx.send(Intake {
+                seq: e.seq,
+                resource: e.resource,
+                op: e.op,
+                json: e.json,
+                only,
+                ticket: None,
+                snapshot_after: e.snapshot_after,
+                redelivery_of: e.redelivery_of,
+                at: Instant::now(),
+            });
+        }
         let mut tasks = Vec::new();
         for (rep, lane, rx) in receivers {
             tasks.push(tokio::spawn(lane::run(shared.clone(), rep, lane, rx)));
@@ -226,7 +314,7 @@ impl Engine {
     /// Accepts one change. Never blocks; returns `true` when the engine holds more than
     /// `queueCapacity` undelivered changes and the caller should `wait_for_capacity()`.
     pub fn push(&self, resource: String, op: Op, json: String) -> Result<bool, EngineError> {
-        self.push_tagged(resource, op, json, None, None)
+        self.push_with(resource, op, json, PushOptions::default())
     }
 
     /// `push` restricted to one replicator, with a ticket echoed in the outcomes.
@@ -238,20 +326,74 @@ impl Engine {
         only: Option<&str>,
         ticket: Option<u64>,
     ) -> Result<bool, EngineError> {
-        let only = match only {
+        self.push_with(
+            resource,
+            op,
+            json,
+            PushOptions {
+                only,
+                ticket,
+                snapshot_after: None,
+            },
+        )
+    }
+
+    /// Accepts one change: stored in the outbox (when it is on disk) before this returns.
+    pub fn push_with(
+        &self,
+        resource: String,
+        op: Op,
+        json: String,
+        opts: PushOptions<'_>,
+    ) -> Result<bool, EngineError> {
+        let only = match opts.only {
             Some(id) => Some(self.replicator_index(id)?),
             None => None,
         };
+        self.accept(
+            resource,
+            op,
+            json,
+            only.map(|i| (i, opts.only.unwrap_or_default())),
+            opts.ticket,
+            opts.snapshot_after,
+            None,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn accept(
+        &self,
+        resource: String,
+        op: Op,
+        json: String,
+        only: Option<(usize, &str)>,
+        ticket: Option<u64>,
+        snapshot_after: Option<u64>,
+        redelivery_of: Option<u64>,
+    ) -> Result<bool, EngineError> {
         let guard = self.intake.lock().map_err(|_| EngineError::Stopped)?;
         let tx = guard.as_ref().ok_or(EngineError::Stopped)?;
+        let seq = self.shared.outbox.append(EntryRef {
+            seq: 0,
+            op,
+            resource: &resource,
+            json: &json,
+            only: only.map(|(_, id)| id),
+            snapshot_after,
+            redelivery_of,
+        });
         self.shared.accepted.fetch_add(1, SeqCst);
         if tx
             .send(Intake {
+                seq,
                 resource,
                 op,
                 json,
-                only,
+                only: only.map(|(i, _)| i),
                 ticket,
+                snapshot_after,
+                redelivery_of,
                 at: Instant::now(),
             })
             .is_err()
@@ -260,6 +402,79 @@ impl Engine {
             return Err(EngineError::Stopped);
         }
         Ok(self.shared.saturated())
+    }
+
+    /// The seq of the last accepted change: a full sync takes it before reading a record.
+    pub fn last_seq(&self) -> u64 {
+        self.shared.outbox.last_seq()
+    }
+
+    /// Brackets a full sync: while one runs, snapshots older than a live change are dropped.
+    pub fn begin_sync(&self) {
+        self.shared.syncs.fetch_add(1, SeqCst);
+    }
+
+    pub fn end_sync(&self) {
+        let _ = self
+            .shared
+            .syncs
+            .fetch_update(SeqCst, SeqCst, |n| Some(n.saturating_sub(1)));
+    }
+
+    /// Dead letters, oldest first, optionally of one replicator: (total, page).
+    pub fn dead_letters(
+        &self,
+        replicator: Option<&str>,
+        limit: usize,
+        offset: usize,
+    ) -> (usize, Vec<DeadLetter>) {
+        self.shared.dead_letters.list(replicator, limit, offset)
+    }
+
+    /// Re-sends dead letters (these, or all; optionally of one replicator) to the replicator
+    /// and destination that failed them, oldest change first. Returns how many were queued.
+    pub fn retry_dead_letters(
+        &self,
+        ids: Option<&[u64]>,
+        replicator: Option<&str>,
+        ticket: Option<u64>,
+    ) -> Result<usize, EngineError> {
+        if let Some(id) = replicator {
+            self.replicator_index(id)?;
+        }
+        let letters = self.shared.dead_letters.select(ids, replicator);
+        for dl in &letters {
+            let Ok(index) = self.replicator_index(&dl.replicator) else {
+                continue;
+            };
+            let mut record = dl.data.clone();
+            if let (Some(before), Some(map)) = (&dl.before, record.as_object_mut()) {
+                map.insert("$before".into(), before.clone());
+            }
+            self.accept(
+                dl.resource_name.clone(),
+                dl.operation,
+                record.to_string(),
+                Some((index, &dl.replicator)),
+                ticket,
+                None,
+                Some(dl.id),
+            )?;
+        }
+        Ok(letters.len())
+    }
+
+    /// Drops dead letters for good; returns how many existed.
+    pub fn discard_dead_letters(&self, ids: &[u64]) -> usize {
+        self.shared.dead_letters.remove(ids)
+    }
+
+    pub fn outbox(&self) -> OutboxInfo {
+        self.shared.outbox.info()
+    }
+
+    pub fn dead_letter_count(&self) -> usize {
+        self.shared.dead_letters.len()
     }
 
     pub fn saturated(&self) -> bool {
@@ -355,6 +570,7 @@ impl Engine {
         for r in &self.shared.replicators {
             r.sink.close().await;
         }
+        self.shared.outbox.close();
         self.shared.host.barrier().await;
         self.finished.store(true, SeqCst);
         self.shared.progress.notify_waiters();
@@ -385,8 +601,14 @@ impl Engine {
             .replicators
             .iter()
             .map(|r| {
-                r.metrics
-                    .snapshot(&r.id, &r.driver, r.enabled.load(SeqCst), r.queued())
+                r.metrics.snapshot(
+                    &r.id,
+                    &r.driver,
+                    r.enabled.load(SeqCst),
+                    r.queued(),
+                    r.oldest_pending_ms(),
+                    r.breaker.snapshot(),
+                )
             })
             .collect()
     }
@@ -438,6 +660,14 @@ impl Engine {
         }
         Ok(events)
     }
+}
+
+fn outbox_error(e: crate::outbox::OutboxError) -> EngineError {
+    EngineError::Config(ConfigError::new(
+        "outbox.dir",
+        e.to_string(),
+        "give each plugin instance its own directory (outbox: { dir }), make it writable, or choose outbox: false for memory only",
+    ))
 }
 
 /// Awaits every task; a panicked task is logged, never propagated to the host.

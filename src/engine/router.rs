@@ -1,6 +1,7 @@
 //! The router: parses each change once, strips internal fields, and fans it out to the lanes
 //! of every enabled replicator whose routes want it.
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
@@ -12,8 +13,14 @@ use super::{now_ms, Delivery, Intake, Outcome, OutcomeStatus, Shared};
 use crate::error::ErrorCode;
 use crate::event::{clean_record, ChangeEvent};
 
+/// Which records changed while a full sync runs: (resource, id) → seq of the latest live change.
+#[derive(Default)]
+struct Recent {
+    changed: HashMap<(String, String), u64>,
+}
+
 pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Intake>) {
-    let mut seq = 0u64;
+    let mut recent = Recent::default();
     let mut rejected = Vec::new();
     let linger = Duration::from_millis(shared.config.linger_ms);
     let mut cancel = shared.cancel.clone();
@@ -22,8 +29,10 @@ pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Int
         let mut next = Some(first);
         let mut n = 0u64;
         while let Some(intake) = next {
-            seq += 1;
-            if let Some(outcome) = route(&shared, seq, intake) {
+            let seq = intake.seq;
+            let outcome = route(&shared, &mut recent, intake);
+            shared.outbox.release(seq);
+            if let Some(outcome) = outcome {
                 rejected.push(outcome);
             }
             n += 1;
@@ -36,6 +45,9 @@ pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Int
         }
         shared.routed.fetch_add(n, SeqCst);
         shared.progress.notify_waiters();
+        if shared.syncs.load(SeqCst) == 0 && !recent.changed.is_empty() {
+            recent.changed = HashMap::new();
+        }
         // Stay off the channel for one linger period: pushes arriving meanwhile queue up without
         // waking this task. A wake is a cross-thread unpark paid inside push() by the JS thread,
         // so this caps that cost at one per lingerMs under load and batches the lanes' input.
@@ -49,8 +61,9 @@ pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Int
     }
 }
 
-/// Routes one change; returns an error outcome if the change itself is unusable.
-fn route(shared: &Shared, seq: u64, intake: Intake) -> Option<Outcome> {
+/// Routes one change. Returns an outcome to report when the change itself is unusable or is
+/// dropped on purpose (a stale snapshot or re-send).
+fn route(shared: &Shared, recent: &mut Recent, intake: Intake) -> Option<Outcome> {
     if !shared.config.enabled {
         return None;
     }
@@ -62,27 +75,39 @@ fn route(shared: &Shared, seq: u64, intake: Intake) -> Option<Outcome> {
         Ok(v) => v,
         Err(reason) => {
             tracing::warn!(message = "Rejected a change.", resource = %intake.resource, %reason);
-            return Some(Outcome {
-                replicator: String::new(),
-                resource_name: intake.resource.clone(),
-                destination: String::new(),
-                operation: intake.op,
-                record_id: String::new(),
-                status: OutcomeStatus::Failed,
-                duration: 0.0,
-                attempts: 0,
-                error: Some(format!(
-                    "could not replicate a change of resource '{}': {reason}",
-                    intake.resource
-                )),
-                code: Some(ErrorCode::Config.as_str()),
-                data: None,
-                ticket: intake.ticket,
-            });
+            let error = format!(
+                "could not replicate a change of resource '{}': {reason}",
+                intake.resource
+            );
+            return Some(dropped(&intake, String::new(), OutcomeStatus::Failed, Some(error)));
         }
     };
+    let watching = shared.syncs.load(SeqCst) > 0 || intake.seq <= shared.replayed_snapshots_until;
+    match intake.snapshot_after {
+        // A snapshot read before the record's latest live change would overwrite it.
+        Some(after) => {
+            let key = (intake.resource.clone(), id.clone());
+            if recent.changed.get(&key).is_some_and(|&live| live > after) {
+                return Some(superseded(&intake, id));
+            }
+        }
+        None if watching && intake.redelivery_of.is_none() => {
+            recent
+                .changed
+                .insert((intake.resource.clone(), id.clone()), intake.seq);
+        }
+        None => {}
+    }
+    let redelivery = match intake.redelivery_of {
+        Some(dl_id) => match shared.dead_letters.get(dl_id) {
+            Some(dl) => Some(dl),
+            // Retried or superseded since it was queued.
+            None => return Some(superseded(&intake, id)),
+        },
+        None => None,
+    };
     let event = Arc::new(ChangeEvent {
-        seq,
+        seq: intake.seq,
         op: intake.op,
         resource: intake.resource,
         id,
@@ -91,6 +116,7 @@ fn route(shared: &Shared, seq: u64, intake: Intake) -> Option<Outcome> {
         ts_ms: now_ms(),
         accepted_at,
     });
+    let mut targets = Vec::new();
     for (ri, rep) in shared.replicators.iter().enumerate() {
         if intake.only.is_some_and(|only| only != ri)
             || (intake.only.is_none() && !rep.enabled.load(SeqCst))
@@ -102,21 +128,60 @@ fn route(shared: &Shared, seq: u64, intake: Intake) -> Option<Outcome> {
         };
         for &r in routes {
             let route = &rep.routes[r];
-            if !route.wants(event.op) {
-                continue;
+            let wanted = match &redelivery {
+                // A re-send goes to the one destination that failed it.
+                Some(dl) => route.dest == dl.destination,
+                None => route.wants(event.op),
+            };
+            if wanted {
+                targets.push((ri, r));
             }
-            rep.metrics
-                .received
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let lane = lane_of(&route.dest, &event.id, rep.lanes.len());
-            rep.lanes[lane].send(Delivery {
-                event: event.clone(),
-                route: r,
-                ticket: intake.ticket,
-            });
         }
     }
+    // Count the deliveries in the ledger before any lane can settle one.
+    shared.outbox.add_deliveries(event.seq, targets.len() as u32);
+    for &(ri, r) in &targets {
+        let rep = &shared.replicators[ri];
+        rep.metrics
+            .received
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let lane = lane_of(&rep.routes[r].dest, &event.id, rep.lanes.len());
+        rep.lanes[lane].send(Delivery {
+            event: event.clone(),
+            route: r,
+            ticket: intake.ticket,
+            redelivery: redelivery.as_ref().map(|dl| dl.id),
+            origin_seq: redelivery.as_ref().map_or(event.seq, |dl| dl.seq),
+        });
+    }
     None
+}
+
+fn superseded(intake: &Intake, id: String) -> Outcome {
+    let mut o = dropped(intake, id, OutcomeStatus::Skipped, None);
+    o.reason = Some("superseded");
+    o.dead_letter_id = intake.redelivery_of;
+    o
+}
+
+/// The outcome of a change the router does not route.
+fn dropped(intake: &Intake, id: String, status: OutcomeStatus, error: Option<String>) -> Outcome {
+    Outcome {
+        replicator: String::new(),
+        resource_name: intake.resource.clone(),
+        destination: String::new(),
+        operation: intake.op,
+        record_id: id,
+        status,
+        duration: 0.0,
+        attempts: 0,
+        code: error.as_ref().map(|_| ErrorCode::Config.as_str()),
+        error,
+        data: None,
+        ticket: intake.ticket,
+        dead_letter_id: None,
+        reason: None,
+    }
 }
 
 /// One record always maps to the same lane, which is what keeps its changes in order.

@@ -11,7 +11,7 @@ use napi_derive::napi;
 use serde_json::{json, Value};
 
 use crate::config::EngineConfig;
-use crate::engine::Engine;
+use crate::engine::{Engine, PushOptions};
 use crate::error::ErrorCode;
 use crate::event::Op;
 use error::{coded, Code};
@@ -105,6 +105,92 @@ impl ReplicationEngine {
             replicator.as_deref(),
             ticket.map(|t| t as u64),
         )?)
+    }
+
+    /// A full-sync snapshot of one record for one replicator, read from the source after
+    /// change `readAfter` (`lastSeq()` taken before the read). Dropped, as `superseded`, if a
+    /// live change of the record was accepted after that. Use between `beginSync`/`endSync`.
+    #[napi(catch_unwind)]
+    pub fn push_snapshot(
+        &self,
+        resource: String,
+        json: String,
+        replicator: String,
+        ticket: Option<f64>,
+        read_after: f64,
+    ) -> napi::Result<bool, Code> {
+        Ok(self.engine.push_with(
+            resource,
+            Op::Inserted,
+            json,
+            PushOptions {
+                only: Some(&replicator),
+                ticket: ticket.map(|t| t as u64),
+                snapshot_after: Some(read_after.max(0.0) as u64),
+            },
+        )?)
+    }
+
+    /// The seq of the last accepted change (0 before the first).
+    #[napi]
+    pub fn last_seq(&self) -> f64 {
+        self.engine.last_seq() as f64
+    }
+
+    #[napi]
+    pub fn begin_sync(&self) {
+        self.engine.begin_sync()
+    }
+
+    #[napi]
+    pub fn end_sync(&self) {
+        self.engine.end_sync()
+    }
+
+    /// Dead letters, oldest first: JSON `{ total, items }`.
+    #[napi(catch_unwind)]
+    pub fn dead_letters(&self, replicator: Option<String>, limit: u32, offset: u32) -> String {
+        let (total, items) =
+            self.engine
+                .dead_letters(replicator.as_deref(), limit as usize, offset as usize);
+        json!({ "total": total, "items": items }).to_string()
+    }
+
+    /// Re-sends dead letters (these ids, or all; optionally of one replicator) to the
+    /// replicator that failed them. Returns how many were queued.
+    #[napi(catch_unwind)]
+    pub fn retry_dead_letters(
+        &self,
+        ids: Option<Vec<f64>>,
+        replicator: Option<String>,
+        ticket: Option<f64>,
+    ) -> napi::Result<u32, Code> {
+        let ids: Option<Vec<u64>> = ids.map(|v| v.into_iter().map(|i| i as u64).collect());
+        let n = self.engine.retry_dead_letters(
+            ids.as_deref(),
+            replicator.as_deref(),
+            ticket.map(|t| t as u64),
+        )?;
+        Ok(n as u32)
+    }
+
+    /// Drops dead letters for good; returns how many existed.
+    #[napi(catch_unwind)]
+    pub fn discard_dead_letters(&self, ids: Vec<f64>) -> u32 {
+        let ids: Vec<u64> = ids.into_iter().map(|i| i as u64).collect();
+        self.engine.discard_dead_letters(&ids) as u32
+    }
+
+    /// Where accepted changes are kept, and how much is in there.
+    #[napi(
+        ts_return_type = "{ mode: 'disk' | 'memory', dir?: string, pending: number, bytes: number, segments: number, replayed: number, appendErrors: number, deadLetters: number }"
+    )]
+    pub fn outbox(&self) -> Value {
+        let mut v = serde_json::to_value(self.engine.outbox()).unwrap_or(Value::Null);
+        if let Value::Object(m) = &mut v {
+            m.insert("deadLetters".into(), json!(self.engine.dead_letter_count()));
+        }
+        v
     }
 
     #[napi]
