@@ -192,7 +192,69 @@ export interface ReplicatorPluginOptions {
   retryDelay?: number;
   /** Backoff cap in ms. Default 30000. */
   maxRetryDelay?: number;
+  /**
+   * Where accepted changes wait until every destination has them. `false`: memory only.
+   * Default: memory for a `memory://` source, else `./.s3db-replicator/<source>-<hash>`.
+   */
+  outbox?: false | OutboxOptions;
+  /** Per-replicator circuit breaker; `false` = plain retry-then-fail. */
+  circuitBreaker?: false | CircuitBreakerOptions;
   [key: string]: unknown;
+}
+
+export interface OutboxOptions {
+  /** Directory of the log (one plugin instance per directory). */
+  dir?: string;
+  /** 'interval' (default): group commit, fsync every fsyncIntervalMs; 'off': leave it to the OS. */
+  fsync?: 'interval' | 'off';
+  /** Default 20. */
+  fsyncIntervalMs?: number;
+  /** Segment file size before rotating. Default 16 MiB. */
+  segmentBytes?: number;
+}
+
+export interface CircuitBreakerOptions {
+  /** Failed writes in a row that open the breaker. Default 5. */
+  failureThreshold?: number;
+  /** First probe delay in ms; doubles per failed probe. Default 1000. */
+  resetTimeout?: number;
+  /** Probe delay cap in ms. Default 30000. */
+  maxResetTimeout?: number;
+  /** How long a change may wait for a destination that is down before it is dead-lettered, ms. Default 600000. */
+  holdTimeout?: number;
+}
+
+export interface DeadLetter {
+  id: number;
+  replicator: string;
+  resourceName: string;
+  destination: string;
+  operation: ReplicatorAction;
+  recordId: string;
+  /** The record as accepted (before any transform). */
+  data: Record<string, any>;
+  before?: Record<string, any>;
+  error: string;
+  code: ErrorCode | string;
+  attempts: number;
+  /** ISO 8601. */
+  failedAt: string;
+  /** Position of the change in the outbox (orders dead letters of one record). */
+  seq: number;
+}
+
+export interface OutboxInfo {
+  mode: 'disk' | 'memory';
+  dir?: string;
+  /** Accepted changes not yet settled by every destination (disk mode). */
+  pending: number;
+  bytes: number;
+  segments: number;
+  /** Changes replayed from the log at start. */
+  replayed: number;
+  /** Appends that failed (e.g. disk full): those changes were kept in memory only. */
+  appendErrors: number;
+  deadLetters: number;
 }
 
 export type ErrorCode =
@@ -239,7 +301,11 @@ export interface ReplicationErrorEvent {
   attempts: number;
   /** The record as accepted. */
   data?: Record<string, any>;
+  /** Set when the change was kept as a dead letter (see retryDeadLetters). */
+  deadLetterId?: number;
 }
+
+export type ReplicatorHealth = 'healthy' | 'degraded' | 'open' | 'half-open' | 'disabled';
 
 export interface NativeReplicatorStats {
   id: string;
@@ -250,8 +316,15 @@ export interface NativeReplicatorStats {
   failed: number;
   skipped: number;
   retried: number;
+  /** Failures kept as dead letters. */
+  deadLettered: number;
   batches: number;
+  /** Queue depth: accepted and not yet settled. */
   queued: number;
+  /** Age of the oldest undelivered change (lag), ms. */
+  oldestPendingMs: number;
+  health: ReplicatorHealth;
+  breaker: { state: 'closed' | 'open' | 'half-open'; consecutiveFailures: number; nextProbeInMs?: number };
   lastError?: string;
   lastSync?: number;
 }
@@ -266,8 +339,9 @@ export interface ReplicatorInfo {
 }
 
 export interface ReplicatorStats {
-  replicators: Array<{ id: string; driver: string; enabled: boolean; status: Omit<NativeReplicatorStats, 'id' | 'driver' | 'enabled'> }>;
-  stats: { totalReplications: number; totalErrors: number; totalSkipped: number; lastSync: string | null; pending: number };
+  replicators: Array<{ id: string; driver: string; enabled: boolean; health: ReplicatorHealth; status: Omit<NativeReplicatorStats, 'id' | 'driver' | 'enabled'> }>;
+  stats: { totalReplications: number; totalErrors: number; totalSkipped: number; lastSync: string | null; pending: number; deadLetters: number };
+  outbox: OutboxInfo | null;
   lastSync: string | null;
 }
 

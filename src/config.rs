@@ -707,6 +707,65 @@ mod tests {
     }
 
     #[test]
+    fn outbox_is_memory_unless_a_directory_is_given() {
+        assert_eq!(parse(s3db(json!(["u"]))).unwrap().outbox.dir, None);
+        let mut o = s3db(json!(["u"]));
+        o["outbox"] = json!({ "dir": "/tmp/ob", "fsync": "off", "segmentBytes": 65536 });
+        let c = parse(o.clone()).unwrap().outbox;
+        assert_eq!(c.dir.as_deref(), Some(std::path::Path::new("/tmp/ob")));
+        assert_eq!((c.fsync_interval_ms, c.segment_bytes), (None, 65536));
+        o["outbox"] = json!({ "dir": "/tmp/ob", "fsyncIntervalMs": 5 });
+        assert_eq!(parse(o.clone()).unwrap().outbox.fsync_interval_ms, Some(5));
+        o["outbox"] = json!(false);
+        assert_eq!(parse(o).unwrap().outbox.dir, None);
+    }
+
+    #[test]
+    fn bad_outbox_options_name_the_option() {
+        for (outbox, path) in [
+            (json!(true), "outbox"),
+            (json!({ "dir": "  " }), "outbox.dir"),
+            (json!({ "dir": "/x", "fsync": "always" }), "outbox.fsync"),
+            (
+                json!({ "dir": "/x", "fsyncIntervalMs": 0 }),
+                "outbox.fsyncIntervalMs",
+            ),
+            (
+                json!({ "dir": "/x", "segmentBytes": 10 }),
+                "outbox.segmentBytes",
+            ),
+        ] {
+            let mut o = s3db(json!(["u"]));
+            o["outbox"] = outbox;
+            assert_eq!(parse(o).unwrap_err().path, path);
+        }
+    }
+
+    #[test]
+    fn circuit_breaker_defaults_overrides_and_off() {
+        let b = parse(s3db(json!(["u"]))).unwrap().breaker.unwrap();
+        assert_eq!(b, BreakerConfig::default());
+        let mut o = s3db(json!(["u"]));
+        o["circuitBreaker"] = json!({ "failureThreshold": 2, "resetTimeout": 50, "maxResetTimeout": 10, "holdTimeout": 0 });
+        let b = parse(o.clone()).unwrap().breaker.unwrap();
+        assert_eq!(
+            (b.failure_threshold, b.reset_timeout_ms, b.hold_timeout_ms),
+            (2, 50, 0)
+        );
+        assert_eq!(
+            b.max_reset_timeout_ms, 50,
+            "the cap is never below the first delay"
+        );
+        o["circuitBreaker"] = json!(false);
+        assert!(parse(o.clone()).unwrap().breaker.is_none());
+        o["circuitBreaker"] = json!({ "failureThreshold": 0 });
+        assert_eq!(
+            parse(o).unwrap_err().path,
+            "circuitBreaker.failureThreshold"
+        );
+    }
+
+    #[test]
     fn unknown_option_is_rejected_with_its_path() {
         let e = parse(json!({ "replicators": [], "batchSiz": 3 })).unwrap_err();
         assert!(e.reason.contains("batchSiz"), "{e}");

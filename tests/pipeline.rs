@@ -61,7 +61,7 @@ async fn ordering_case() {
                 op,
                 rec(&format!("u{r}"), json!({ "v": v })),
             );
-            if (v as usize * RECORDS + r) % 37 == 0 {
+            if (v as usize * RECORDS + r).is_multiple_of(37) {
                 tokio::task::yield_now().await;
             }
         }
@@ -393,7 +393,10 @@ async fn max_retries_zero_still_makes_one_attempt() {
         ..Default::default()
     });
     let engine = start(
-        one_replicator(json!(["users"]), json!({ "maxRetries": 0, "circuitBreaker": false })),
+        one_replicator(
+            json!(["users"]),
+            json!({ "maxRetries": 0, "circuitBreaker": false }),
+        ),
         host.clone(),
         sinks![sink],
     );

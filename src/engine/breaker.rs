@@ -161,7 +161,10 @@ impl Breaker {
                     s.next_probe = now + s.delay;
                     self.changed.notify_waiters();
                 } else if s.mode == BreakerState::Closed && s.consecutive >= c.failure_threshold {
-                    tracing::warn!(message = "Destination keeps failing; circuit opened.", failures = s.consecutive);
+                    tracing::warn!(
+                        message = "Destination keeps failing; circuit opened.",
+                        failures = s.consecutive
+                    );
                     s.mode = BreakerState::Open;
                     s.delay = reset;
                     s.next_probe = now + reset;
@@ -262,7 +265,11 @@ mod tests {
         assert_eq!(t1.elapsed(), Duration::from_secs(2));
         let t2 = Instant::now();
         b.admit().await.report(Verdict::Down);
-        assert_eq!(t2.elapsed(), Duration::from_secs(4), "capped at maxResetTimeout");
+        assert_eq!(
+            t2.elapsed(),
+            Duration::from_secs(4),
+            "capped at maxResetTimeout"
+        );
         let t3 = Instant::now();
         b.admit().await.report(Verdict::Up);
         assert_eq!(t3.elapsed(), Duration::from_secs(4));
@@ -282,7 +289,10 @@ mod tests {
             })
         };
         tokio::time::sleep(Duration::from_secs(10)).await;
-        assert!(!waiter.is_finished(), "a second lane must not write while the probe is out");
+        assert!(
+            !waiter.is_finished(),
+            "a second lane must not write while the probe is out"
+        );
         probe.report(Verdict::Up);
         waiter.await.unwrap();
         assert_eq!(b.snapshot().state, BreakerState::Closed);

@@ -185,13 +185,21 @@ impl DeadLetters {
         let live: Vec<(u64, &DeadLetter)> = inner.items.iter().map(|(id, dl)| (*id, dl)).collect();
         match file.rewrite(&live) {
             Ok(()) => inner.removed = 0,
-            Err(error) => tracing::warn!(message = "Could not compact the dead-letter file.", %error),
+            Err(error) => {
+                tracing::warn!(message = "Could not compact the dead-letter file.", %error)
+            }
         }
     }
 
     /// A change with outbox position `seq` reached the destination: older dead letters of the
     /// same record are superseded. Returns the ids dropped.
-    pub fn delivered(&self, replicator: &str, destination: &str, record_id: &str, seq: u64) -> Vec<u64> {
+    pub fn delivered(
+        &self,
+        replicator: &str,
+        destination: &str,
+        record_id: &str,
+        seq: u64,
+    ) -> Vec<u64> {
         if !self.any.load(Relaxed) {
             return Vec::new();
         }
@@ -220,7 +228,12 @@ impl DeadLetters {
     }
 
     /// Oldest first, optionally of one replicator: (total matching, page).
-    pub fn list(&self, replicator: Option<&str>, limit: usize, offset: usize) -> (usize, Vec<DeadLetter>) {
+    pub fn list(
+        &self,
+        replicator: Option<&str>,
+        limit: usize,
+        offset: usize,
+    ) -> (usize, Vec<DeadLetter>) {
         let Ok(inner) = self.inner.lock() else {
             return (0, Vec::new());
         };
@@ -286,7 +299,11 @@ mod tests {
 
     #[test]
     fn updating_a_retried_letter_keeps_its_id_and_persists() {
-        let dir = std::env::temp_dir().join(format!("dl-engine-{}-{}", std::process::id(), fastrand::u64(..)));
+        let dir = std::env::temp_dir().join(format!(
+            "dl-engine-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
         {
             let d = DeadLetters::open(Some(&dir)).unwrap();
             let id = d.put(letter("a", 5), None);
@@ -300,7 +317,10 @@ mod tests {
         let (total, items) = d.list(None, 10, 0);
         assert_eq!(total, 1);
         assert_eq!(items[0].record_id, "b");
-        assert!(d.put(letter("c", 7), None) > items[0].id, "ids are never reused");
+        assert!(
+            d.put(letter("c", 7), None) > items[0].id,
+            "ids are never reused"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -98,7 +98,9 @@ pub(super) async fn run(
         // No waiting here: the router lingers between rounds, so under load changes arrive in
         // bursts and the batch fills by itself; an idle lane writes the first change at once.
         let n = batch.len() as u64;
-        r.lanes[lane].busy_since.store(batch[0].event.ts_ms.max(1), Relaxed);
+        r.lanes[lane]
+            .busy_since
+            .store(batch[0].event.ts_ms.max(1), Relaxed);
         let mut outcomes = tokio::select! {
             // Once stop() cancels, never poll the write again (it may be retrying).
             biased;
@@ -429,7 +431,9 @@ fn superseded_resends(shared: &Shared, r: &Replicator, batch: &[Delivery]) -> Ve
         let dest = &r.routes[d.route].dest;
         stale[i] = !shared.dead_letters.contains(id)
             || batch[..i].iter().any(|e| {
-                e.origin_seq > d.origin_seq && e.event.id == d.event.id && &r.routes[e.route].dest == dest
+                e.origin_seq > d.origin_seq
+                    && e.event.id == d.event.id
+                    && &r.routes[e.route].dest == dest
             });
     }
     stale

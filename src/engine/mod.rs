@@ -271,7 +271,10 @@ impl Engine {
         let (intake_tx, intake_rx) = mpsc::unbounded_channel();
         // What was accepted before a crash (or a stop deadline) goes first, in its order.
         if !replay.is_empty() {
-            tracing::info!(message = "Replaying undelivered changes from the outbox.", changes = replay.len());
+            tracing::info!(
+                message = "Replaying undelivered changes from the outbox.",
+                changes = replay.len()
+            );
         }
         for e in replay {
             let only = e.only.as_deref().map(|id| {

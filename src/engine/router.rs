@@ -79,7 +79,12 @@ fn route(shared: &Shared, recent: &mut Recent, intake: Intake) -> Option<Outcome
                 "could not replicate a change of resource '{}': {reason}",
                 intake.resource
             );
-            return Some(dropped(&intake, String::new(), OutcomeStatus::Failed, Some(error)));
+            return Some(dropped(
+                &intake,
+                String::new(),
+                OutcomeStatus::Failed,
+                Some(error),
+            ));
         }
     };
     let watching = shared.syncs.load(SeqCst) > 0 || intake.seq <= shared.replayed_snapshots_until;
@@ -139,7 +144,9 @@ fn route(shared: &Shared, recent: &mut Recent, intake: Intake) -> Option<Outcome
         }
     }
     // Count the deliveries in the ledger before any lane can settle one.
-    shared.outbox.add_deliveries(event.seq, targets.len() as u32);
+    shared
+        .outbox
+        .add_deliveries(event.seq, targets.len() as u32);
     for &(ri, r) in &targets {
         let rep = &shared.replicators[ri];
         rep.metrics

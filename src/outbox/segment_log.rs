@@ -680,9 +680,9 @@ mod tests {
                 r#"{{"id":"{seq}","pad":"{}"}}"#,
                 "x".repeat((seq % 7) as usize)
             ),
-            only: (seq % 2 == 0).then(|| format!("rep{seq}")),
-            snapshot_after: (seq % 3 == 0).then_some(seq / 2),
-            redelivery_of: (seq % 4 == 0).then_some(seq * 10),
+            only: seq.is_multiple_of(2).then(|| format!("rep{seq}")),
+            snapshot_after: seq.is_multiple_of(3).then_some(seq / 2),
+            redelivery_of: seq.is_multiple_of(4).then_some(seq * 10),
         }
     }
 
