@@ -112,8 +112,79 @@ pub fn clean_record(mut value: Value) -> Result<(String, Value, Option<Value>), 
     Ok((id, value, before))
 }
 
+/// Parses the JSON of a change. JavaScript strings may hold lone UTF-16 surrogates, which
+/// `JSON.stringify` writes as `\ud800`-style escapes and no UTF-8 destination can store; they are
+/// replaced by U+FFFD (the rest of the record is kept) instead of failing the whole change.
+pub fn parse_change(json: &str) -> Result<Value, String> {
+    serde_json::from_str(json).or_else(|e| {
+        let repaired = replace_lone_surrogates(json);
+        if repaired.len() == json.len() && repaired == json {
+            return Err(format!("invalid JSON: {e}"));
+        }
+        serde_json::from_str(&repaired).map_err(|e| format!("invalid JSON: {e}"))
+    })
+}
+
+fn replace_lone_surrogates(json: &str) -> String {
+    let b = json.as_bytes();
+    let mut out = String::with_capacity(json.len());
+    let hex = |i: usize| -> Option<u16> {
+        let s = json.get(i..i + 4)?;
+        u16::from_str_radix(s, 16).ok()
+    };
+    let mut i = 0;
+    let mut copied = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        if b.get(i + 1) != Some(&b'u') {
+            i += 2;
+            continue;
+        }
+        let Some(unit) = hex(i + 2) else {
+            i += 2;
+            continue;
+        };
+        let high = (0xD800..0xDC00).contains(&unit);
+        let low = (0xDC00..0xE000).contains(&unit);
+        let paired = high
+            && b.get(i + 6) == Some(&b'\\')
+            && b.get(i + 7) == Some(&b'u')
+            && hex(i + 8).is_some_and(|n| (0xDC00..0xE000).contains(&n));
+        if paired {
+            i += 12;
+        } else if high || low {
+            out.push_str(&json[copied..i]);
+            out.push_str("\\ufffd");
+            i += 6;
+            copied = i;
+        } else {
+            i += 6;
+        }
+    }
+    out.push_str(&json[copied..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lone_surrogates_become_replacement_characters_and_pairs_stay() {
+        let v = super::parse_change(
+            r#"{"id":"a","s":"x\ud800y","t":"\udc00","ok":"\ud83d\ude00","esc":"\\ud800"}"#,
+        )
+        .unwrap();
+        assert_eq!(v["s"], "x\u{fffd}y");
+        assert_eq!(v["t"], "\u{fffd}");
+        assert_eq!(v["ok"], "\u{1f600}");
+        assert_eq!(v["esc"], "\\ud800", "an escaped backslash is not an escape");
+        assert!(super::parse_change("{nope")
+            .unwrap_err()
+            .contains("invalid JSON"));
+    }
+
     use super::*;
     use serde_json::json;
 

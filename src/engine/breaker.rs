@@ -182,6 +182,13 @@ impl Breaker {
             .unwrap_or(true)
     }
 
+    pub fn is_closed(&self) -> bool {
+        self.state
+            .lock()
+            .map(|s| s.mode == BreakerState::Closed)
+            .unwrap_or(true)
+    }
+
     /// Retries of a change that ran out while the destination looked down do not count: the
     /// change waits for the destination instead of being dead-lettered. Needs the breaker.
     pub fn holds_changes(&self) -> bool {

@@ -125,8 +125,10 @@ impl DeadLetters {
             return 0;
         };
         if let Some(id) = id {
-            if inner.take(id).is_some() {
+            // A retry that failed again: same letter, attempts add up.
+            if let Some(old) = inner.take(id) {
                 inner.removed -= 1;
+                dl.attempts += old.attempts;
             }
             dl.id = id;
         } else {

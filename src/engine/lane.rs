@@ -458,7 +458,8 @@ fn write<'a>(
         // `attempt` is the retry budget used; `tries` what outcomes report.
         let mut attempt = 0u32;
         let mut tries = 0u32;
-        let mut failing_since: Option<Instant> = None;
+        // When this batch's previous attempt failed, and when it first failed.
+        let mut last_failure: Option<Instant> = None;
         let mut first_failure: Option<Instant> = None;
         let limit = Duration::from_millis(shared.config.timeout_ms);
         loop {
@@ -481,8 +482,12 @@ fn write<'a>(
                 ))),
             };
             permit.report(verdict(&res, todo.len()));
-            let since = *failing_since.get_or_insert_with(Instant::now);
-            let held_for = first_failure.get_or_insert(since).elapsed();
+            let now = Instant::now();
+            let since = last_failure.replace(now).unwrap_or(now);
+            let held_for = first_failure.get_or_insert(now).elapsed();
+            // Down: the breaker is open, or nothing at all was written since our last failure.
+            // (A success of another lane just after an outage began must not count.)
+            let down = !r.breaker.is_closed() || !r.breaker.succeeded_since(since);
             // Out of retries while the destination looks down: start a fresh budget and wait.
             let hold = |attempt: &mut u32, e: &SinkError| {
                 if r.policy.should_retry(*attempt, e) {
@@ -490,7 +495,7 @@ fn write<'a>(
                 }
                 if e.is_retryable()
                     && r.breaker.holds_changes()
-                    && !r.breaker.succeeded_since(since)
+                    && down
                     && held_for < r.breaker.hold_timeout()
                 {
                     *attempt = 0;

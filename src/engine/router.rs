@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::{now_ms, Delivery, Intake, Outcome, OutcomeStatus, Shared};
 use crate::error::ErrorCode;
-use crate::event::{clean_record, ChangeEvent};
+use crate::event::{clean_record, parse_change, ChangeEvent};
 
 /// Which records changed while a full sync runs: (resource, id) → seq of the latest live change.
 #[derive(Default)]
@@ -39,9 +39,11 @@ pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Int
             next = if n < 4096 { rx.try_recv().ok() } else { None };
         }
         if !rejected.is_empty() {
-            shared
-                .host
-                .emit(std::mem::take(&mut rejected), shared.pending());
+            // The `n` changes of this round are not counted as routed yet: leave them out.
+            shared.host.emit(
+                std::mem::take(&mut rejected),
+                shared.pending().saturating_sub(n),
+            );
         }
         shared.routed.fetch_add(n, SeqCst);
         shared.progress.notify_waiters();
@@ -68,9 +70,7 @@ fn route(shared: &Shared, recent: &mut Recent, intake: Intake) -> Option<Outcome
         return None;
     }
     let accepted_at = intake.at;
-    let parsed = serde_json::from_str(&intake.json)
-        .map_err(|e| format!("invalid JSON: {e}"))
-        .and_then(clean_record);
+    let parsed = parse_change(&intake.json).and_then(clean_record);
     let (id, data, before) = match parsed {
         Ok(v) => v,
         Err(reason) => {

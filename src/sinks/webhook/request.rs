@@ -51,14 +51,45 @@ pub fn batch_body(changes: &[Change]) -> Vec<u8> {
 }
 
 /// A key a receiver can use to drop redeliveries: `{resource}:{id}:{instance}:{seq}`. The
-/// instance (random per engine) keeps keys of different processes apart: `seq` restarts at 1.
+/// instance (random per engine) keeps keys of different processes apart. Resource and id are
+/// percent-encoded outside visible ASCII (and `%`), so any record id makes a valid header.
 pub fn idempotency_key(instance: &str, c: &Change) -> String {
-    format!("{}:{}:{instance}:{}", c.dest, c.id, c.seq)
+    format!(
+        "{}:{}:{instance}:{}",
+        header_safe(&c.dest),
+        header_safe(&c.id),
+        c.seq
+    )
+}
+
+fn header_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |b: u8| b.is_ascii_graphic() && b != b'%';
+    if s.bytes().all(plain) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for b in s.bytes() {
+        if plain(b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idempotency_keys_are_valid_header_values_for_any_id() {
+        let mut c = change(Op::Inserted);
+        c.id = "a\nb\u{0}c d%é".into();
+        let key = idempotency_key("i1", &c);
+        assert_eq!(key, format!("users:a%0Ab%00c%20d%25%C3%A9:i1:{}", c.seq));
+        assert!(reqwest::header::HeaderValue::from_str(&key).is_ok());
+    }
     use serde_json::json;
 
     fn change(op: Op) -> Change {

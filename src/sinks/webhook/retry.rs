@@ -20,6 +20,10 @@ pub fn classify_transport(error: &reqwest::Error) -> SinkError {
     let message = format!("Failed to replicate to webhook: {what} ({detail})");
     if error.is_timeout() {
         SinkError::timed_out(message)
+    } else if error.is_builder() {
+        // The request could not even be built from this change: retrying cannot help, and it
+        // says nothing about the endpoint being down.
+        SinkError::permanent(message)
     } else {
         SinkError::retryable(message)
     }
