@@ -132,7 +132,21 @@ impl DeadLetters {
             }
             dl.id = id;
         } else {
-            dl.id = inner.next_id;
+            // The same change failing again (replayed after a restart): one letter, not two.
+            let key = Inner::key(&dl);
+            let existing = inner.by_key.get(&key).and_then(|set| {
+                set.iter()
+                    .find(|(seq, _)| *seq == dl.seq)
+                    .map(|&(_, id)| id)
+            });
+            match existing.and_then(|id| inner.take(id)) {
+                Some(old) => {
+                    inner.removed -= 1;
+                    dl.attempts += old.attempts;
+                    dl.id = old.id;
+                }
+                None => dl.id = inner.next_id,
+            }
         }
         if let Some(file) = &self.file {
             if let Err(error) = file.add(dl.id, &dl) {

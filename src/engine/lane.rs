@@ -43,11 +43,16 @@ impl LaneHandle {
             t => Some(t),
         }
     }
-    pub(super) fn send(&self, d: Delivery) {
+    /// Queues a delivery; hands it back when the lane is gone (the stop deadline passed), so
+    /// the caller reports it. It then counts as settled so flush never hangs.
+    pub(super) fn send(&self, d: Delivery) -> Option<Delivery> {
         self.enqueued.fetch_add(1, SeqCst);
-        if self.tx.send(d).is_err() {
-            // The lane is gone (stop deadline passed): count it settled so flush never hangs.
-            self.settled.fetch_add(1, SeqCst);
+        match self.tx.send(d) {
+            Ok(()) => None,
+            Err(mpsc::error::SendError(d)) => {
+                self.settled.fetch_add(1, SeqCst);
+                Some(d)
+            }
         }
     }
     pub(super) fn enqueued(&self) -> u64 {
@@ -157,7 +162,7 @@ fn failed_outcomes(
         .collect()
 }
 
-fn stopped_outcomes(r: &Replicator, batch: &[Delivery]) -> Vec<Outcome> {
+pub(super) fn stopped_outcomes(r: &Replicator, batch: &[Delivery]) -> Vec<Outcome> {
     failed_outcomes(
         r,
         batch,
@@ -541,6 +546,9 @@ fn write<'a>(
                     todo = again;
                 }
                 Err(e) if hold(&mut attempt, &e) => {
+                    if let Ok(mut last) = r.metrics.last_error.lock() {
+                        *last = Some(e.message.clone());
+                    }
                     tracing::warn!(message = "Retrying batch.", replicator = %r.id, attempt = tries, events = todo.len(), error = %e);
                     Metrics::add(&r.metrics.retried, todo.len() as u64);
                     backoff(shared, r, attempt.max(1), &e).await;

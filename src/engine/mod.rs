@@ -130,6 +130,8 @@ pub(crate) struct Shared {
     syncs: AtomicU32,
     /// Replayed snapshots up to this seq need the same memory.
     replayed_snapshots_until: u64,
+    /// The last seq accepted when a sync ended: its snapshots may still be queued until then.
+    sync_tail: AtomicU64,
 }
 
 impl Shared {
@@ -267,6 +269,7 @@ impl Engine {
             dead_letters,
             syncs: AtomicU32::new(0),
             replayed_snapshots_until,
+            sync_tail: AtomicU64::new(0),
         });
         let (intake_tx, intake_rx) = mpsc::unbounded_channel();
         // What was accepted before a crash (or a stop deadline) goes first, in its order.
@@ -418,6 +421,9 @@ impl Engine {
     }
 
     pub fn end_sync(&self) {
+        self.shared
+            .sync_tail
+            .fetch_max(self.shared.outbox.last_seq(), SeqCst);
         let _ = self
             .shared
             .syncs
@@ -446,10 +452,12 @@ impl Engine {
             self.replicator_index(id)?;
         }
         let letters = self.shared.dead_letters.select(ids, replicator);
+        let mut queued = 0;
         for dl in &letters {
             let Ok(index) = self.replicator_index(&dl.replicator) else {
                 continue;
             };
+            queued += 1;
             let mut record = dl.data.clone();
             if let (Some(before), Some(map)) = (&dl.before, record.as_object_mut()) {
                 map.insert("$before".into(), before.clone());
@@ -464,7 +472,7 @@ impl Engine {
                 Some(dl.id),
             )?;
         }
-        Ok(letters.len())
+        Ok(queued)
     }
 
     /// Drops dead letters for good; returns how many existed.

@@ -23,7 +23,10 @@ use crate::outbox::{Entry, EntryRef, LogOptions, OutboxError, SegmentLog};
 const COMPACT_EVERY: Duration = Duration::from_millis(200);
 
 pub(crate) struct Outbox {
-    log: Option<Arc<SegmentLog>>,
+    /// Taken on `close()`, which releases the directory's lock for a next plugin instance.
+    log: Mutex<Option<Arc<SegmentLog>>>,
+    durable: bool,
+    dir: Option<PathBuf>,
     /// Unsettled changes: seq → deliveries still owed (plus one while the router holds it).
     ledger: Arc<Mutex<BTreeMap<u64, u32>>>,
     /// The seq the next accepted change gets.
@@ -80,7 +83,9 @@ impl Outbox {
         };
         let ledger: BTreeMap<u64, u32> = entries.iter().map(|e| (e.seq, 1)).collect();
         let outbox = Self {
-            log,
+            durable: log.is_some(),
+            dir: config.dir.clone(),
+            log: Mutex::new(log),
             ledger: Arc::new(Mutex::new(ledger)),
             next_seq: Arc::new(AtomicU64::new(next)),
             appended: Arc::new(AtomicU64::new(0)),
@@ -106,7 +111,7 @@ impl Outbox {
         // past it, so the compactor's watermark can never skip a change being written.
         let seq = self.next_seq.load(SeqCst);
         entry.seq = seq;
-        if let Some(log) = &self.log {
+        if let Some(log) = self.log() {
             if let Ok(mut ledger) = self.ledger.lock() {
                 ledger.insert(seq, 1);
             }
@@ -141,7 +146,7 @@ impl Outbox {
 
     /// Deliveries that are done for good (delivered, skipped, dead-lettered).
     pub fn settle(&self, seqs: impl IntoIterator<Item = u64>) {
-        if self.log.is_none() {
+        if !self.durable {
             return;
         }
         let Ok(mut ledger) = self.ledger.lock() else {
@@ -158,7 +163,7 @@ impl Outbox {
     }
 
     fn adjust(&self, seq: u64, delta: i64) {
-        if self.log.is_none() {
+        if !self.durable {
             return;
         }
         let Ok(mut ledger) = self.ledger.lock() else {
@@ -173,7 +178,7 @@ impl Outbox {
     }
 
     fn start_worker(&self, fsync_interval_ms: Option<u64>) {
-        let Some(log) = self.log.clone() else {
+        let Some(log) = self.log() else {
             return;
         };
         let ledger = self.ledger.clone();
@@ -233,16 +238,24 @@ impl Outbox {
             w.thread().unpark();
             let _ = w.join();
         }
+        // The last reference (the worker has ended): closes the files and releases the lock.
+        if let Ok(mut log) = self.log.lock() {
+            log.take();
+        }
+    }
+
+    fn log(&self) -> Option<Arc<SegmentLog>> {
+        self.log.lock().ok().and_then(|l| l.clone())
     }
 
     pub fn info(&self) -> OutboxInfo {
         let pending = self.ledger.lock().map(|l| l.len() as u64).unwrap_or(0);
         OutboxInfo {
-            mode: if self.log.is_some() { "disk" } else { "memory" },
-            dir: self.log.as_ref().map(|l| l.dir().to_path_buf()),
+            mode: if self.durable { "disk" } else { "memory" },
+            dir: self.dir.clone(),
             pending,
-            bytes: self.log.as_ref().map_or(0, |l| l.size_bytes()),
-            segments: self.log.as_ref().map_or(0, |l| l.segments()),
+            bytes: self.log().map_or(0, |l| l.size_bytes()),
+            segments: self.log().map_or(0, |l| l.segments()),
             replayed: self.replayed,
             append_errors: self.append_errors.load(Relaxed),
         }

@@ -28,13 +28,12 @@ pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Int
         // Route everything already waiting before signalling progress once.
         let mut next = Some(first);
         let mut n = 0u64;
+        let mut last = 0u64;
         while let Some(intake) = next {
             let seq = intake.seq;
-            let outcome = route(&shared, &mut recent, intake);
+            last = seq;
+            route(&shared, &mut recent, intake, &mut rejected);
             shared.outbox.release(seq);
-            if let Some(outcome) = outcome {
-                rejected.push(outcome);
-            }
             n += 1;
             next = if n < 4096 { rx.try_recv().ok() } else { None };
         }
@@ -47,7 +46,12 @@ pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Int
         }
         shared.routed.fetch_add(n, SeqCst);
         shared.progress.notify_waiters();
-        if shared.syncs.load(SeqCst) == 0 && !recent.changed.is_empty() {
+        // Forget once no sync runs and every snapshot it queued has been routed.
+        let tail = shared
+            .sync_tail
+            .load(SeqCst)
+            .max(shared.replayed_snapshots_until);
+        if shared.syncs.load(SeqCst) == 0 && last >= tail && !recent.changed.is_empty() {
             recent.changed = HashMap::new();
         }
         // Stay off the channel for one linger period: pushes arriving meanwhile queue up without
@@ -63,11 +67,11 @@ pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Int
     }
 }
 
-/// Routes one change. Returns an outcome to report when the change itself is unusable or is
-/// dropped on purpose (a stale snapshot or re-send).
-fn route(shared: &Shared, recent: &mut Recent, intake: Intake) -> Option<Outcome> {
+/// Routes one change. Adds an outcome to `out` when the change itself is unusable, is dropped
+/// on purpose (a stale snapshot or re-send), or arrives after its lanes were stopped.
+fn route(shared: &Shared, recent: &mut Recent, intake: Intake, out: &mut Vec<Outcome>) {
     if !shared.config.enabled {
-        return None;
+        return;
     }
     let accepted_at = intake.at;
     let parsed = parse_change(&intake.json).and_then(clean_record);
@@ -79,21 +83,25 @@ fn route(shared: &Shared, recent: &mut Recent, intake: Intake) -> Option<Outcome
                 "could not replicate a change of resource '{}': {reason}",
                 intake.resource
             );
-            return Some(dropped(
+            out.push(dropped(
                 &intake,
                 String::new(),
                 OutcomeStatus::Failed,
                 Some(error),
             ));
+            return;
         }
     };
-    let watching = shared.syncs.load(SeqCst) > 0 || intake.seq <= shared.replayed_snapshots_until;
+    let watching = shared.syncs.load(SeqCst) > 0
+        || intake.seq <= shared.replayed_snapshots_until
+        || intake.seq <= shared.sync_tail.load(SeqCst);
     match intake.snapshot_after {
         // A snapshot read before the record's latest live change would overwrite it.
         Some(after) => {
             let key = (intake.resource.clone(), id.clone());
             if recent.changed.get(&key).is_some_and(|&live| live > after) {
-                return Some(superseded(&intake, id));
+                out.push(superseded(&intake, id));
+                return;
             }
         }
         None if watching && intake.redelivery_of.is_none() => {
@@ -107,7 +115,10 @@ fn route(shared: &Shared, recent: &mut Recent, intake: Intake) -> Option<Outcome
         Some(dl_id) => match shared.dead_letters.get(dl_id) {
             Some(dl) => Some(dl),
             // Retried or superseded since it was queued.
-            None => return Some(superseded(&intake, id)),
+            None => {
+                out.push(superseded(&intake, id));
+                return;
+            }
         },
         None => None,
     };
@@ -153,15 +164,18 @@ fn route(shared: &Shared, recent: &mut Recent, intake: Intake) -> Option<Outcome
             .received
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let lane = lane_of(&rep.routes[r].dest, &event.id, rep.lanes.len());
-        rep.lanes[lane].send(Delivery {
+        let gone = rep.lanes[lane].send(Delivery {
             event: event.clone(),
             route: r,
             ticket: intake.ticket,
             redelivery: redelivery.as_ref().map(|dl| dl.id),
             origin_seq: redelivery.as_ref().map_or(event.seq, |dl| dl.seq),
         });
+        // Stopped past the deadline: reported, and left unsettled in the outbox for replay.
+        if let Some(d) = gone {
+            out.extend(super::lane::stopped_outcomes(rep, &[d]));
+        }
     }
-    None
 }
 
 fn superseded(intake: &Intake, id: String) -> Outcome {

@@ -518,3 +518,170 @@ impl Sink for PanickingSink {
         Ok(BatchOutcome::Delivered)
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Durability helpers (outbox directories, a destination whose faults switch on and off).
+
+/// A unique directory under the system temp dir (not created: the outbox creates it), removed
+/// with everything in it on drop.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        Self(std::env::temp_dir().join(format!(
+            "s3db-replicator-test-{tag}-{}-{:016x}",
+            std::process::id(),
+            fastrand::u64(..)
+        )))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// The path as a string, for the `outbox.dir` option.
+    pub fn dir(&self) -> String {
+        self.0.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The data field that makes `SwitchSink` reject a change for good while `rejecting` is on.
+pub const REJECT: &str = "reject";
+
+/// A destination whose faults a test switches while the engine runs:
+/// - `down`: every write fails retryably and applies nothing (an outage);
+/// - `rejecting`: changes whose data has `"reject": true` are rejected for good (the whole
+///   batch fails, or with `per_item` only those items), the others are applied;
+/// - `stuck`: a write carrying one of these ids never finishes.
+///
+/// Records every applied change in the order it was applied, and every write call.
+#[derive(Default)]
+pub struct SwitchSink {
+    pub down: std::sync::atomic::AtomicBool,
+    pub rejecting: std::sync::atomic::AtomicBool,
+    pub per_item: bool,
+    pub stuck: Mutex<HashSet<String>>,
+    pub applied: Mutex<Vec<Change>>,
+    pub calls: Mutex<Vec<(Instant, Vec<String>)>>,
+}
+
+impl SwitchSink {
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, SeqCst);
+    }
+
+    pub fn set_rejecting(&self, rejecting: bool) {
+        self.rejecting.store(rejecting, SeqCst);
+    }
+
+    pub fn stick(&self, id: &str) {
+        self.stuck.lock().unwrap().insert(id.to_string());
+    }
+
+    pub fn applied(&self) -> Vec<Change> {
+        self.applied.lock().unwrap().clone()
+    }
+
+    /// The changes of one record, in the order they were applied.
+    pub fn applied_for(&self, id: &str) -> Vec<Change> {
+        self.applied().into_iter().filter(|c| c.id == id).collect()
+    }
+
+    /// `data.v` of every applied change of one record, in order.
+    pub fn versions(&self, id: &str) -> Vec<u64> {
+        self.applied_for(id)
+            .iter()
+            .map(|c| c.data["v"].as_u64().expect("a numeric v"))
+            .collect()
+    }
+
+    /// The record's data as the destination holds it now (its last applied change).
+    pub fn current(&self, id: &str) -> Option<Value> {
+        self.applied_for(id).last().map(|c| c.data.clone())
+    }
+
+    pub fn call_count(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+
+    pub fn call_times(&self) -> Vec<Instant> {
+        self.calls.lock().unwrap().iter().map(|c| c.0).collect()
+    }
+}
+
+#[async_trait]
+impl Sink for SwitchSink {
+    async fn write_batch(&self, batch: &[Change]) -> Result<BatchOutcome, SinkError> {
+        let ids: Vec<String> = batch.iter().map(|c| c.id.clone()).collect();
+        let stuck = {
+            let stuck = self.stuck.lock().unwrap();
+            ids.iter().any(|id| stuck.contains(id))
+        };
+        self.calls.lock().unwrap().push((Instant::now(), ids));
+        if stuck {
+            std::future::pending::<()>().await;
+        }
+        if self.down.load(SeqCst) {
+            return Err(SinkError::retryable("destination is down"));
+        }
+        let rejecting = self.rejecting.load(SeqCst);
+        let bad: Vec<usize> = batch
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| rejecting && c.data.get(REJECT) == Some(&json!(true)))
+            .map(|(i, _)| i)
+            .collect();
+        if !bad.is_empty() && !self.per_item {
+            return Err(SinkError::permanent("record rejected: marked bad"));
+        }
+        let mut applied = self.applied.lock().unwrap();
+        for (i, c) in batch.iter().enumerate() {
+            if !bad.contains(&i) {
+                applied.push(c.clone());
+            }
+        }
+        Ok(if bad.is_empty() {
+            BatchOutcome::Delivered
+        } else {
+            BatchOutcome::Partial(
+                bad.into_iter()
+                    .map(|i| (i, SinkError::permanent("record rejected: marked bad")))
+                    .collect(),
+            )
+        })
+    }
+}
+
+/// A copy of an outbox directory as a crash would leave it (the process killed, nothing
+/// closed): every file but the lock, the watermark last so it never covers a segment the
+/// copy missed.
+pub fn crash_copy(from: &std::path::Path, to: &TempDir) {
+    std::fs::create_dir_all(to.path()).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(from)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "LOCK" && n != "WATERMARK" && n != "WATERMARK.tmp")
+        .collect();
+    names.sort();
+    names.push("WATERMARK".into());
+    for name in names {
+        let src = from.join(&name);
+        if src.exists() {
+            std::fs::copy(&src, to.path().join(&name)).unwrap();
+        }
+    }
+}
+
+/// The watermark persisted in an outbox directory (0 when there is none yet).
+pub fn persisted_watermark(dir: &std::path::Path) -> u64 {
+    match std::fs::read(dir.join("WATERMARK")) {
+        Ok(b) if b.len() >= 16 => u64::from_le_bytes(b[8..16].try_into().unwrap()),
+        _ => 0,
+    }
+}
