@@ -1110,7 +1110,6 @@ async fn an_outage_longer_than_hold_timeout_dead_letters_the_held_changes() {
 /// queued behind the held batch in the same lane are dead-lettered around the same time, not
 /// one hold period after another.
 #[tokio::test(start_paused = true)]
-#[ignore = "bug: the hold clock starts at a batch's first failed write, so each queued batch of a lane waits a full holdTimeout after the previous one (N batches: ~N x holdTimeout)"]
 async fn hold_timeout_bounds_the_wait_of_queued_changes_too() {
     let host = TestHost::new();
     let sink = Arc::new(SwitchSink::default());
@@ -1279,7 +1278,7 @@ async fn snapshots_routed_after_end_sync_are_still_checked() {
 /// After a crash, a replayed snapshot must not overwrite a live change of its record that was
 /// delivered (and compacted out of the outbox) before the crash.
 #[tokio::test]
-#[ignore = "bug: replay only knows the live changes that are replayed too; a live change delivered and compacted below the watermark is forgotten, so a snapshot read before it and still unrouted at the crash is delivered after it"]
+
 async fn a_replayed_snapshot_cannot_overwrite_a_live_change_delivered_before_the_crash() {
     let dir = TempDir::new("snapshot-crash");
     let copy = TempDir::new("snapshot-crash-copy");
@@ -1305,12 +1304,10 @@ async fn a_replayed_snapshot_cannot_overwrite_a_live_change_delivered_before_the
     );
     within("flush", 5 * SEC, a.flush()).await;
     assert_eq!(sink_a.current("a").unwrap()["name"], "live");
-    // The outbox thread persists the watermark past the live change (every 200 ms).
-    let until = std::time::Instant::now() + 5 * SEC;
-    while persisted_watermark(dir.path()) < 3 {
-        assert!(std::time::Instant::now() < until, "watermark not persisted");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    // The compactor runs every 200 ms, but a running sync pins the watermark at its start, so
+    // the live change stays in the log.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(persisted_watermark(dir.path()) <= read_at + 1);
     // The sync pushes the snapshot it read before the live change, and the process dies before
     // the router gets to it (the copy is taken from inside this same synchronous stretch).
     push_opts(
@@ -1332,10 +1329,15 @@ async fn a_replayed_snapshot_cannot_overwrite_a_live_change_delivered_before_the
         TestHost::new(),
         sinks![sink_b],
     );
-    assert_eq!(b.outbox().replayed, 1);
+    // The live change stays in the log while the sync runs: it is replayed (harmless: the same
+    // value) and tells the router the snapshot is stale.
+    assert_eq!(b.outbox().replayed, 2);
     within("flush", 5 * SEC, b.flush()).await;
     assert!(
-        sink_b.applied_for("a").is_empty(),
+        sink_b
+            .applied_for("a")
+            .iter()
+            .all(|c| c.data["name"] == "live"),
         "the stale snapshot was written: {:?}",
         sink_b.applied_for("a")
     );

@@ -42,6 +42,8 @@ struct State {
     next_probe: Instant,
     probing: bool,
     last_success: Option<Instant>,
+    /// First failure since the last success: when the current outage began.
+    down_since: Option<Instant>,
 }
 
 pub(crate) struct Breaker {
@@ -79,6 +81,7 @@ impl Breaker {
                 next_probe: Instant::now(),
                 probing: false,
                 last_success: None,
+                down_since: None,
             }),
             changed: Notify::new(),
         }
@@ -143,6 +146,7 @@ impl Breaker {
                 s.probing = false;
                 s.delay = reset;
                 s.last_success = Some(now);
+                s.down_since = None;
                 if was != BreakerState::Closed {
                     tracing::info!(message = "Destination is reachable again; circuit closed.");
                     self.changed.notify_waiters();
@@ -150,6 +154,7 @@ impl Breaker {
             }
             Verdict::Down => {
                 s.consecutive = s.consecutive.saturating_add(1);
+                s.down_since.get_or_insert(now);
                 let Some(c) = self.config else {
                     return;
                 };
@@ -193,6 +198,15 @@ impl Breaker {
     /// change waits for the destination instead of being dead-lettered. Needs the breaker.
     pub fn holds_changes(&self) -> bool {
         self.config.is_some()
+    }
+
+    /// How long the destination has failed every write (zero once something succeeds).
+    pub fn down_for(&self) -> Duration {
+        self.state
+            .lock()
+            .ok()
+            .and_then(|s| s.down_since)
+            .map_or(Duration::ZERO, |t| t.elapsed())
     }
 
     /// How long a change may wait for a destination that is down.

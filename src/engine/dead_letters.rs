@@ -92,8 +92,15 @@ pub(crate) struct DeadLetters {
 
 impl DeadLetters {
     pub fn open(dir: Option<&Path>) -> Result<Self, OutboxError> {
+        // In memory, ids start from the clock so that an id from an earlier run (kept in the
+        // replication log, say) never names a different letter of this one.
+        let first = if dir.is_some() {
+            1
+        } else {
+            crate::engine::now_ms().saturating_mul(1_000) % (1 << 52) + 1
+        };
         let mut inner = Inner {
-            next_id: 1,
+            next_id: first,
             ..Inner::default()
         };
         let file = match dir {

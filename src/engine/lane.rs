@@ -463,9 +463,8 @@ fn write<'a>(
         // `attempt` is the retry budget used; `tries` what outcomes report.
         let mut attempt = 0u32;
         let mut tries = 0u32;
-        // When this batch's previous attempt failed, and when it first failed.
+        // When this batch's previous attempt failed.
         let mut last_failure: Option<Instant> = None;
-        let mut first_failure: Option<Instant> = None;
         let limit = Duration::from_millis(shared.config.timeout_ms);
         loop {
             attempt += 1;
@@ -489,20 +488,23 @@ fn write<'a>(
             permit.report(verdict(&res, todo.len()));
             let now = Instant::now();
             let since = last_failure.replace(now).unwrap_or(now);
-            let held_for = first_failure.get_or_insert(now).elapsed();
+            // One clock per outage, not per batch: a long queue waits at most holdTimeout.
+            let held_for = r.breaker.down_for();
             // Down: the breaker is open, or nothing at all was written since our last failure.
             // (A success of another lane just after an outage began must not count.)
             let down = !r.breaker.is_closed() || !r.breaker.succeeded_since(since);
             // Out of retries while the destination looks down: start a fresh budget and wait.
             let hold = |attempt: &mut u32, e: &SinkError| {
+                let holding = e.is_retryable() && r.breaker.holds_changes() && down;
+                if holding && held_for >= r.breaker.hold_timeout() {
+                    // Down for longer than holdTimeout: give up now (dead letter), whatever
+                    // retries are left.
+                    return false;
+                }
                 if r.policy.should_retry(*attempt, e) {
                     return true;
                 }
-                if e.is_retryable()
-                    && r.breaker.holds_changes()
-                    && down
-                    && held_for < r.breaker.hold_timeout()
-                {
+                if holding {
                     *attempt = 0;
                     return true;
                 }

@@ -417,10 +417,12 @@ impl Engine {
 
     /// Brackets a full sync: while one runs, snapshots older than a live change are dropped.
     pub fn begin_sync(&self) {
+        self.shared.outbox.pin_sync();
         self.shared.syncs.fetch_add(1, SeqCst);
     }
 
     pub fn end_sync(&self) {
+        self.shared.outbox.unpin_sync();
         self.shared
             .sync_tail
             .fetch_max(self.shared.outbox.last_seq(), SeqCst);

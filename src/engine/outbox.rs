@@ -7,7 +7,7 @@
 //! first). A change abandoned at the `stop()` deadline stays unsettled, so it is replayed on
 //! the next start instead of being lost.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
@@ -27,8 +27,7 @@ pub(crate) struct Outbox {
     log: Mutex<Option<Arc<SegmentLog>>>,
     durable: bool,
     dir: Option<PathBuf>,
-    /// Unsettled changes: seq → deliveries still owed (plus one while the router holds it).
-    ledger: Arc<Mutex<BTreeMap<u64, u32>>>,
+    ledger: Arc<Mutex<Ledger>>,
     /// The seq the next accepted change gets.
     next_seq: Arc<AtomicU64>,
     appended: Arc<AtomicU64>,
@@ -81,7 +80,10 @@ impl Outbox {
             }
             None => (None, Vec::new(), 1),
         };
-        let ledger: BTreeMap<u64, u32> = entries.iter().map(|e| (e.seq, 1)).collect();
+        let mut ledger = Ledger::default();
+        for e in &entries {
+            ledger.insert(e.seq, e.snapshot_after);
+        }
         let outbox = Self {
             durable: log.is_some(),
             dir: config.dir.clone(),
@@ -113,7 +115,7 @@ impl Outbox {
         entry.seq = seq;
         if let Some(log) = self.log() {
             if let Ok(mut ledger) = self.ledger.lock() {
-                ledger.insert(seq, 1);
+                ledger.insert(seq, entry.snapshot_after);
             }
             self.next_seq.store(seq + 1, SeqCst);
             match log.append(&entry) {
@@ -139,6 +141,25 @@ impl Outbox {
         }
     }
 
+    /// A full sync begins: keep what is accepted from now on replayable until it ends.
+    pub fn pin_sync(&self) {
+        if let Ok(mut l) = self.ledger.lock() {
+            *l.syncs.entry(self.last_seq()).or_default() += 1;
+        }
+    }
+
+    /// A full sync ended (the oldest one still pinned is released).
+    pub fn unpin_sync(&self) {
+        if let Ok(mut l) = self.ledger.lock() {
+            if let Some(mut e) = l.syncs.first_entry() {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+        }
+    }
+
     /// The router is done with `seq`: drops the hold taken at `append`.
     pub fn release(&self, seq: u64) {
         self.adjust(seq, -1);
@@ -153,12 +174,7 @@ impl Outbox {
             return;
         };
         for seq in seqs {
-            if let Some(n) = ledger.get_mut(&seq) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    ledger.remove(&seq);
-                }
-            }
+            ledger.adjust(seq, -1);
         }
     }
 
@@ -166,14 +182,8 @@ impl Outbox {
         if !self.durable {
             return;
         }
-        let Ok(mut ledger) = self.ledger.lock() else {
-            return;
-        };
-        let n = ledger.get(&seq).copied().unwrap_or(0) as i64 + delta;
-        if n <= 0 {
-            ledger.remove(&seq);
-        } else {
-            ledger.insert(seq, n as u32);
+        if let Ok(mut ledger) = self.ledger.lock() {
+            ledger.adjust(seq, delta);
         }
     }
 
@@ -203,7 +213,9 @@ impl Outbox {
                         }
                     }
                     if stopping || last_compact.elapsed() >= COMPACT_EVERY {
-                        let mark = watermark(&ledger, &next_seq);
+                        // Read next_seq first: a change accepted after this is above it anyway.
+                        let next = next_seq.load(SeqCst);
+                        let mark = ledger.lock().map_or(0, |l| l.watermark(next));
                         if mark > compacted {
                             match log.compact(mark) {
                                 Ok(_) => compacted = mark,
@@ -249,7 +261,7 @@ impl Outbox {
     }
 
     pub fn info(&self) -> OutboxInfo {
-        let pending = self.ledger.lock().map(|l| l.len() as u64).unwrap_or(0);
+        let pending = self.ledger.lock().map(|l| l.owed.len() as u64).unwrap_or(0);
         OutboxInfo {
             mode: if self.durable { "disk" } else { "memory" },
             dir: self.dir.clone(),
@@ -268,13 +280,76 @@ impl Drop for Outbox {
     }
 }
 
-/// Every change below this seq is settled.
-fn watermark(ledger: &Mutex<BTreeMap<u64, u32>>, next_seq: &AtomicU64) -> u64 {
-    // Read next_seq first: a change accepted after this read is above it anyway.
-    let next = next_seq.load(SeqCst);
-    ledger
-        .lock()
-        .ok()
-        .and_then(|l| l.keys().next().copied())
-        .map_or(next, |first| first.min(next))
+/// Which accepted changes are still owed to some destination.
+#[derive(Default)]
+struct Ledger {
+    /// seq → deliveries still owed (plus one while the router holds it).
+    owed: BTreeMap<u64, u32>,
+    /// Unsettled full-sync snapshots: (read after seq, seq). While one waits, the live changes
+    /// after its read point stay in the log: replayed after a crash, they let the router see
+    /// that the snapshot is stale.
+    snapshots: BTreeSet<(u64, u64)>,
+    snapshot_of: HashMap<u64, u64>,
+    /// Full syncs running, by the last seq when each began: a snapshot may be read after that
+    /// point and pushed much later, so the live changes after it must stay replayable.
+    syncs: BTreeMap<u64, u32>,
+}
+
+impl Ledger {
+    fn insert(&mut self, seq: u64, snapshot_after: Option<u64>) {
+        self.owed.insert(seq, 1);
+        if let Some(after) = snapshot_after {
+            self.snapshots.insert((after, seq));
+            self.snapshot_of.insert(seq, after);
+        }
+    }
+
+    fn adjust(&mut self, seq: u64, delta: i64) {
+        let n = self.owed.get(&seq).copied().unwrap_or(0) as i64 + delta;
+        if n > 0 {
+            self.owed.insert(seq, n as u32);
+            return;
+        }
+        self.owed.remove(&seq);
+        if let Some(after) = self.snapshot_of.remove(&seq) {
+            self.snapshots.remove(&(after, seq));
+        }
+    }
+
+    /// Every change below this seq is settled and no waiting snapshot needs it.
+    fn watermark(&self, next: u64) -> u64 {
+        let first = self.owed.keys().next().copied().unwrap_or(next);
+        let floor = self
+            .snapshots
+            .iter()
+            .next()
+            .map_or(next, |&(after, _)| after + 1);
+        let sync = self.syncs.keys().next().map_or(next, |&at| at + 1);
+        first.min(floor).min(sync).min(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ledger;
+
+    #[test]
+    fn the_watermark_waits_for_owed_changes_and_for_snapshots_read_points() {
+        let mut l = Ledger::default();
+        assert_eq!(l.watermark(10), 10);
+        l.insert(12, Some(5));
+        l.insert(13, None);
+        assert_eq!(
+            l.watermark(14),
+            6,
+            "live changes after the snapshot's read point stay"
+        );
+        l.adjust(12, -1);
+        assert_eq!(l.watermark(14), 13);
+        l.adjust(13, 2);
+        l.adjust(13, -2);
+        assert_eq!(l.watermark(14), 13, "still owed once");
+        l.adjust(13, -1);
+        assert_eq!(l.watermark(14), 14);
+    }
 }

@@ -100,7 +100,7 @@ fn route(shared: &Shared, recent: &mut Recent, intake: Intake, out: &mut Vec<Out
         Some(after) => {
             let key = (intake.resource.clone(), id.clone());
             if recent.changed.get(&key).is_some_and(|&live| live > after) {
-                out.push(superseded(&intake, id));
+                out.push(superseded(shared, &intake, id));
                 return;
             }
         }
@@ -116,7 +116,7 @@ fn route(shared: &Shared, recent: &mut Recent, intake: Intake, out: &mut Vec<Out
             Some(dl) => Some(dl),
             // Retried or superseded since it was queued.
             None => {
-                out.push(superseded(&intake, id));
+                out.push(superseded(shared, &intake, id));
                 return;
             }
         },
@@ -178,10 +178,18 @@ fn route(shared: &Shared, recent: &mut Recent, intake: Intake, out: &mut Vec<Out
     }
 }
 
-fn superseded(intake: &Intake, id: String) -> Outcome {
+/// A snapshot or re-send dropped because the record has a newer change; it was meant for
+/// one replicator (`only`), which the outcome names.
+fn superseded(shared: &Shared, intake: &Intake, id: String) -> Outcome {
     let mut o = dropped(intake, id, OutcomeStatus::Skipped, None);
     o.reason = Some("superseded");
     o.dead_letter_id = intake.redelivery_of;
+    if let Some(rep) = intake.only.and_then(|i| shared.replicators.get(i)) {
+        o.replicator = rep.id.clone();
+        if let Some(route) = rep.by_source.get(&intake.resource).and_then(|r| r.first()) {
+            o.destination = rep.routes[*route].dest.clone();
+        }
+    }
     o
 }
 
