@@ -267,7 +267,8 @@ export type ErrorCode =
   | 'ERR_INTERNAL'
   | 'ERR_NOT_FOUND'
   | 'ERR_SCHEMA'
-  | 'ERR_NOT_INSTALLED';
+  | 'ERR_NOT_INSTALLED'
+  | 'ERR_NOT_SUPPORTED';
 
 export declare class ReplicatorError extends Error {
   name: 'ReplicatorError';
@@ -366,19 +367,57 @@ export interface BatchResult {
   errors: Array<{ id: string; replicator: string; error: string; code?: string }>;
 }
 
+export type ReplicatorLogStatus = 'error' | 'success' | 'superseded' | 'skipped' | 'failed';
+
+/** An entry of the replication log resource (persistReplicatorLog). */
 export interface ReplicatorLogEntry {
   id: string;
+  /** Replicator id; 'plugin' for failures tied to no replicator. */
   replicator: string;
   resource: string;
   resourceName: string;
   action: string;
   operation: string;
   recordId?: string;
-  data?: Record<string, any>;
+  destination?: string;
+  data: Record<string, any>;
   timestamp: string;
-  status: string;
-  error?: string;
-  code?: string;
+  /** YYYY-MM-DD. */
+  createdAt: string;
+  status: ReplicatorLogStatus;
+  error?: string | null;
+  code?: string | null;
+  retryCount: number;
+  lastAttempt?: string;
+  lastSuccessAt?: string;
+  deadLetterId?: number;
+}
+
+export interface ReplicatorLogQuery {
+  resourceName?: string;
+  operation?: ActionName;
+  status?: ReplicatorLogStatus | string;
+  replicator?: string;
+  limit?: number;
+  offset?: number;
+}
+
+export interface RetryFailedResult {
+  /** Entries retried. */
+  retried: number;
+  success: number;
+  failed: number;
+  superseded: number;
+  skipped: number;
+}
+
+export interface RetryDeadLettersResult {
+  retried: number;
+  delivered: number;
+  failed: number;
+  superseded: number;
+  skipped: number;
+  errors: Array<{ id: number; recordId: string; replicator: string; error: string; code?: string }>;
 }
 
 export declare class ReplicatorPlugin extends Plugin {
@@ -394,7 +433,16 @@ export declare class ReplicatorPlugin extends Plugin {
   syncAllData(replicatorId: string): Promise<{ replicatorId: string; total: number; errors: BatchResult['errors'] }>;
   /** Schema sync of the followed resources' destination tables (SQL drivers with `schemaSync`); call after `resource.updateAttributes()`. */
   syncSchemas(): Promise<SchemaSyncEvent[]>;
-  getReplicatorLogs(options?: { resourceName?: string; operation?: string; status?: string; limit?: number; offset?: number }): Promise<ReplicatorLogEntry[]>;
+  /** Entries of the log resource, newest first. */
+  getReplicatorLogs(options?: ReplicatorLogQuery): Promise<ReplicatorLogEntry[]>;
+  /** Re-sends each failed log entry only to the replicator that failed it, and marks the entry. */
+  retryFailedReplicators(): Promise<RetryFailedResult>;
+  /** Dead letters, oldest first. */
+  getDeadLetters(options?: { replicator?: string; limit?: number; offset?: number }): Promise<DeadLetter[]>;
+  /** Re-sends dead letters to the replicator and destination that failed them; resolves when each is settled. */
+  retryDeadLetters(options?: { replicator?: string; ids?: number[] }): Promise<RetryDeadLettersResult>;
+  /** Removes dead letters for good; resolves with how many existed. */
+  discardDeadLetters(ids: number[]): Promise<number>;
 
   on(event: 'plg:replicator:replicated', listener: (e: ReplicatedEvent) => void): this;
   on(event: 'plg:replicator:error' | 'replicationError', listener: (e: ReplicationErrorEvent) => void): this;
@@ -403,8 +451,8 @@ export declare class ReplicatorPlugin extends Plugin {
   on(event: 'plg:replicator:sync-completed', listener: (e: { replicatorId: string; total: number; errors: number }) => void): this;
   on(event: 'table_created' | 'table_altered' | 'table_recreated' | 'schema_mismatch', listener: (e: Omit<SchemaSyncEvent, 'event'>) => void): this;
   on(event: 'schema_sync_completed', listener: (e: { resources: string[]; events: SchemaSyncEvent[] }) => void): this;
-  on(event: 'replicator_log_error', listener: (e: { replicator: string; resourceName: string; recordId?: string; logError: string }) => void): this;
-  on(event: 'replicator_log_resource_creation_error', listener: (e: { error: string }) => void): this;
+  on(event: 'replicator_log_error', listener: (e: { replicator: string | null; resourceName: string | null; recordId: string | null; logError: string }) => void): this;
+  on(event: 'replicator_log_resource_creation_error', listener: (e: { resourceName: string; error: string }) => void): this;
   on(event: string | symbol, listener: (...args: any[]) => void): this;
 }
 

@@ -1050,10 +1050,8 @@ async fn without_the_breaker_an_outage_fails_changes_after_max_retries() {
     assert_eq!(engine.stats()[0].health, "healthy");
 }
 
-/// A destination down for longer than `holdTimeout`: the held changes are dead-lettered (not
-/// before the hold time), and can be retried once it is back.
-#[tokio::test(start_paused = true)]
-async fn an_outage_longer_than_hold_timeout_dead_letters_the_held_changes() {
+/// One lane, a destination that is down, and `holdTimeout` 10 s (probes 1–2 s apart).
+fn held_for_ten_seconds(batch_size: usize) -> (Arc<TestHost>, Arc<SwitchSink>, Engine) {
     let host = TestHost::new();
     let sink = Arc::new(SwitchSink::default());
     sink.set_down(true);
@@ -1061,14 +1059,22 @@ async fn an_outage_longer_than_hold_timeout_dead_letters_the_held_changes() {
         one_replicator(
             json!(["users"]),
             json!({
-                "concurrency": 1, "batchSize": 10, "lingerMs": 0,
+                "concurrency": 1, "batchSize": batch_size, "lingerMs": 0,
                 "maxRetries": 3, "retryDelay": 100,
                 "circuitBreaker": { "failureThreshold": 2, "resetTimeout": 1000, "maxResetTimeout": 2000, "holdTimeout": 10000 }
             }),
         ),
         host.clone(),
-        sinks![sink],
+        sinks![sink.clone()],
     );
+    (host, sink, engine)
+}
+
+/// A destination down for longer than `holdTimeout`: the held changes are dead-lettered (not
+/// before the hold time), and can be retried once it is back.
+#[tokio::test(start_paused = true)]
+async fn an_outage_longer_than_hold_timeout_dead_letters_the_held_changes() {
+    let (host, sink, engine) = held_for_ten_seconds(10);
     let t0 = Instant::now();
     for id in ["a", "b", "c"] {
         push(&engine, "users", Op::Inserted, rec(id, json!({ "v": 0 })));
@@ -1111,21 +1117,7 @@ async fn an_outage_longer_than_hold_timeout_dead_letters_the_held_changes() {
 /// one hold period after another.
 #[tokio::test(start_paused = true)]
 async fn hold_timeout_bounds_the_wait_of_queued_changes_too() {
-    let host = TestHost::new();
-    let sink = Arc::new(SwitchSink::default());
-    sink.set_down(true);
-    let engine = start(
-        one_replicator(
-            json!(["users"]),
-            json!({
-                "concurrency": 1, "batchSize": 1, "lingerMs": 0,
-                "maxRetries": 3, "retryDelay": 100,
-                "circuitBreaker": { "failureThreshold": 2, "resetTimeout": 1000, "maxResetTimeout": 2000, "holdTimeout": 10000 }
-            }),
-        ),
-        host.clone(),
-        sinks![sink],
-    );
+    let (host, sink, engine) = held_for_ten_seconds(1);
     for id in ["a", "b", "c", "d"] {
         push(&engine, "users", Op::Inserted, rec(id, json!({})));
     }

@@ -7,6 +7,8 @@
 
 import http from 'node:http';
 
+import { readBody } from './http-server.mjs';
+
 /**
  * @typedef {object} Arrival
  * @property {number} index 0-based arrival order
@@ -41,16 +43,7 @@ export async function startFlakyServer({ delayMs = 0 } = {}) {
   };
 
   const server = http.createServer((req, res) => {
-    const chunks = [];
-    req.on('data', (c) => chunks.push(c));
-    req.on('end', () => {
-      const raw = Buffer.concat(chunks).toString('utf8');
-      let body;
-      try {
-        body = raw ? JSON.parse(raw) : undefined;
-      } catch {
-        body = undefined;
-      }
+    readBody(req, (raw, body) => {
       /** @type {Arrival} */
       const rec = { index: arrivals.length, at: performance.now(), mode, status: null, body };
       arrivals.push(rec);

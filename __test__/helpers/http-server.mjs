@@ -27,6 +27,22 @@ import net from 'node:net';
  * Starts a server on 127.0.0.1 with an ephemeral port.
  * @param {{ respond?: (req: Recorded) => Answer | undefined }} [opts]
  */
+/** Calls `done(text, parsed JSON or undefined)` once the request body is complete. */
+export function readBody(req, done) {
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', () => {
+    const raw = Buffer.concat(chunks).toString('utf8');
+    let body;
+    try {
+      body = raw ? JSON.parse(raw) : undefined;
+    } catch {
+      body = undefined;
+    }
+    done(raw, body);
+  });
+}
+
 export async function startWebhookServer({ respond } = {}) {
   /** @type {Recorded[]} */
   const requests = [];
@@ -49,16 +65,7 @@ export async function startWebhookServer({ respond } = {}) {
   };
 
   const server = http.createServer((req, res) => {
-    const chunks = [];
-    req.on('data', (c) => chunks.push(c));
-    req.on('end', () => {
-      const raw = Buffer.concat(chunks).toString('utf8');
-      let body;
-      try {
-        body = raw ? JSON.parse(raw) : undefined;
-      } catch {
-        body = undefined;
-      }
+    readBody(req, (raw, body) => {
       /** @type {Recorded} */
       const rec = {
         method: req.method,
