@@ -4,22 +4,24 @@
 //   node bench/compare.mjs            N = 10,000 changes per run
 //   node bench/compare.mjs --quick    N = 2,000 (a smoke run)
 //   node bench/compare.mjs --big      N = 100,000
+//   node bench/compare.mjs --only durability   only the cost of the durable outbox (ours, off vs on)
 //   node bench/compare.mjs --from bench/results/results.json   re-render an earlier run
 //   node bench/compare.mjs --help     all options
 //
 // Prints Markdown tables to stdout (progress goes to stderr) and writes bench/results/
-// results.md, results.json and chart.png. Every variant runs in a fresh child process
+// results.md, results.json, chart.png and durability.png. Every variant runs in a fresh child process
 // (bench/variant.mjs); the webhook receiver is another process (bench/webhook-server.mjs).
 // Not part of the test suite. See bench/README.md.
 
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 import { parseArgs } from './lib/args.mjs';
 import { renderChart } from './lib/chart.mjs';
+import { durabilityChartData, durabilityJobs, makeOutboxRoot } from './lib/durability.mjs';
 import { renderReport, SCENARIO_NAMES } from './lib/report.mjs';
 import { runChild, startWebhookServer } from './lib/runner.mjs';
 import { median } from './lib/stats.mjs';
@@ -37,13 +39,17 @@ function plan() {
     return order.map((plugin) => ({ kind, plugin, dest, writer }));
   };
   for (let r = 0; r < opts.repeat; r++) {
-    for (const writer of opts.writers) {
-      // The no-plugin baseline runs next to every pair (it does not depend on the destination;
-      // all its runs for a writer are pooled), so drift on a noisy machine hits all three alike.
-      for (const dest of opts.dests) jobs.push({ kind: 'writes', plugin: 'none', dest: '-', writer }, ...pair('writes', dest, writer));
+    if (opts.only.includes('compare')) {
+      for (const writer of opts.writers) {
+        // The no-plugin baseline runs next to every pair (it does not depend on the destination;
+        // all its runs for a writer are pooled), so drift on a noisy machine hits all three alike.
+        for (const dest of opts.dests) jobs.push({ kind: 'writes', plugin: 'none', dest: '-', writer }, ...pair('writes', dest, writer));
+      }
+      jobs.push({ kind: 'limits', plugin: '-', dest: '-', writer: '-' });
+      for (const dest of opts.dests) jobs.push(...pair('engine', dest, '-'));
     }
-    jobs.push({ kind: 'limits', plugin: '-', dest: '-', writer: '-' });
-    for (const dest of opts.dests) jobs.push(...pair('engine', dest, '-'));
+    // Ours with the outbox off / on disk (lib/durability.mjs), after each repetition of the comparison.
+    if (opts.only.includes('durability')) jobs.push(...durabilityJobs(opts, r));
   }
   return jobs;
 }
@@ -88,7 +94,9 @@ function aggregate(runs, failures, meta) {
   })[dest] ?? NaN;
   // A second, more attainable reference for the SQL destinations: multi-row upserts of 1,000 rows.
   const engineLimit2 = (dest) => ({ postgres: limits.pgUpsert, mysql: limits.mysqlUpsert })[dest] ?? NaN;
-  return { opts, meta, get, worst, limits, engineLimit, engineLimit2, failures };
+  // Which sections ran (results.json of runs before --only: the comparison alone).
+  const sections = opts.only ?? ['compare'];
+  return { opts, meta, runs, sections, get, worst, limits, engineLimit, engineLimit2, failures };
 }
 
 function chartData(a) {
@@ -126,9 +134,22 @@ function describePlugin() {
   }
 }
 
+/** The native addon our plugin loads: $NAPI_RS_NATIVE_LIBRARY_PATH (inherited by every variant) or its default. */
+function describeNative() {
+  const path = process.env.NAPI_RS_NATIVE_LIBRARY_PATH;
+  if (!path) return '';
+  try {
+    const { size, mtime } = statSync(path);
+    return `${path} ($NAPI_RS_NATIVE_LIBRARY_PATH, ${(size / 1e6).toFixed(1)} MB, built ${mtime.toISOString().slice(0, 16).replace('T', ' ')})`;
+  } catch {
+    return `${path} ($NAPI_RS_NATIVE_LIBRARY_PATH, missing)`;
+  }
+}
+
 /** Drops SQL destinations whose server does not answer (an error if they were asked for by name). */
 async function checkSqlServers() {
-  const sqlDests = opts.dests.filter((d) => d === 'postgres' || d === 'mysql');
+  const used = new Set([...(opts.only.includes('compare') ? opts.dests : []), ...(opts.only.includes('durability') ? opts.durabilityDests : [])]);
+  const sqlDests = [...used].filter((d) => d === 'postgres' || d === 'mysql');
   if (sqlDests.length === 0) return;
   const { sqlReachable } = await import('./lib/sql.mjs');
   for (const dest of sqlDests) {
@@ -138,6 +159,7 @@ async function checkSqlServers() {
     if (opts.explicitDests) throw new Error(`--dests ${dest}: ${url} does not answer: ${ok}`);
     log(`skipping destination ${dest}: ${url} does not answer (${ok})`);
     opts.dests = opts.dests.filter((d) => d !== dest);
+    opts.durabilityDests = opts.durabilityDests.filter((d) => d !== dest);
     opts.skippedDests = [...(opts.skippedDests ?? []), dest];
   }
 }
@@ -151,14 +173,17 @@ async function runAll() {
   for (const w of opts.writers) if (!SCENARIO_NAMES[w]) throw new Error(`unknown writer '${w}'`);
   const server = await startWebhookServer();
   const jobs = plan();
+  // Durability variants: a fresh outbox directory each, under one temp root removed at exit.
+  const outboxRoot = jobs.some((j) => j.outbox) ? makeOutboxRoot(opts['outbox-root']) : null;
   const runs = [];
   const failures = [];
   const hardMs = opts.timeout * 1000 + 120_000;
-  log(`N = ${opts.n}, ${jobs.length} runs, ours = ${opts.plugin}, webhook server pid ${server.pid} at ${server.url}`);
+  log(`N = ${opts.n}, ${jobs.length} runs, ours = ${opts.plugin}${process.env.NAPI_RS_NATIVE_LIBRARY_PATH ? ` with ${process.env.NAPI_RS_NATIVE_LIBRARY_PATH}` : ''}, webhook server pid ${server.pid} at ${server.url}${outboxRoot ? `, outbox dirs under ${outboxRoot.root}` : ''}`);
   try {
     for (const [i, base] of jobs.entries()) {
       const job = { ...base, n: opts.n, seed: opts.seed, concurrency: opts.concurrency, timeoutMs: opts.timeout * 1000, webhookUrl: server.url, dests: opts.dests, sqlPrefix, pgUrl: opts['pg-url'], mysqlUrl: opts['mysql-url'], pluginUrl: pathToFileURL(opts.plugin).href };
       if (job.kind === 'writes' && job.plugin === 'none') job.dest = 's3db'; // no plugin: the destination is unused
+      if (job.outbox) job.outboxDir = outboxRoot.dirFor(i);
       const t0 = performance.now();
       const answer = await runChild(job, hardMs);
       const secs = ((performance.now() - t0) / 1000).toFixed(1);
@@ -172,6 +197,7 @@ async function runAll() {
     }
   } finally {
     server.stop();
+    outboxRoot?.remove();
     if (opts.dests.some((d) => d === 'postgres' || d === 'mysql')) {
       const { dropSqlLeftovers } = await import('./lib/sql.mjs');
       await dropSqlLeftovers(opts.dests, { pgUrl: opts['pg-url'], mysqlUrl: opts['mysql-url'], sqlPrefix }).catch((e) => log(`dropping leftover SQL tables failed: ${e.message}`));
@@ -185,6 +211,7 @@ async function runAll() {
     date: new Date().toISOString().slice(0, 16).replace('T', ' '),
     minutes: (Date.now() - started) / 60_000,
     plugin: describePlugin(),
+    native: describeNative(),
     s3db: JSON.parse(readFileSync(new URL('../node_modules/s3db.js/package.json', import.meta.url), 'utf8')).version,
   };
   return { runs, failures, meta };
@@ -196,7 +223,7 @@ async function main() {
     // Re-render the tables and the chart of an earlier run (its options, not today's).
     saved = JSON.parse(readFileSync(opts.from, 'utf8'));
     const { out } = opts;
-    Object.assign(opts, saved.opts, { out, from: opts.from });
+    Object.assign(opts, { only: ['compare'] }, saved.opts, { out, from: opts.from });
   } else {
     saved = await runAll();
   }
@@ -206,9 +233,12 @@ async function main() {
   const markdown = renderReport(agg);
   writeFileSync(join(opts.out, 'results.md'), `${markdown}\n`);
   if (!opts.from) writeFileSync(join(opts.out, 'results.json'), `${JSON.stringify({ opts, meta, runs, failures }, null, 1)}\n`);
-  writeFileSync(join(opts.out, 'chart.png'), renderChart(chartData(agg)));
+  const charts = [];
+  if (agg.sections.includes('compare')) charts.push(['chart.png', chartData(agg)]);
+  if (agg.sections.includes('durability')) charts.push(['durability.png', durabilityChartData(agg, meta)]);
+  for (const [file, data] of charts) writeFileSync(join(opts.out, file), renderChart(data));
   console.log(markdown);
-  log(`\nwrote ${join(opts.out, 'results.md')}${opts.from ? '' : ', results.json'} and chart.png`);
+  log(`\nwrote ${join(opts.out, 'results.md')}${opts.from ? '' : ', results.json'} and ${charts.map(([file]) => file).join(', ')}`);
   if (failures.length) process.exitCode = 1;
 }
 

@@ -3,6 +3,7 @@
 
 import { register } from 'node:module';
 
+import { runWithOutbox } from './lib/durability.mjs';
 import { runEngine } from './lib/engine-run.mjs';
 import { runLimits } from './lib/limits-run.mjs';
 import { runWrites } from './lib/writes-run.mjs';
@@ -13,7 +14,8 @@ process.once('message', async (job) => {
   try {
     // The stock MySQL replicator needs its mysql2 loading fixed to run at all (see the hook).
     if (job.plugin === 'stock' && job.dest === 'mysql') register('./lib/stock-mysql-fix.mjs', import.meta.url);
-    const result = await RUNS[job.kind](job);
+    // Durability variants: ours with the variant's outbox option, in its own directory.
+    const result = job.outbox ? await runWithOutbox(job, RUNS[job.kind]) : await RUNS[job.kind](job);
     process.send({ ok: true, result }, () => process.exit(0));
   } catch (error) {
     process.send({ ok: false, error: error?.stack ?? String(error) }, () => process.exit(1));

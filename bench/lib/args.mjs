@@ -1,5 +1,12 @@
 // Command-line options of bench/compare.mjs (no dependency: `--key value`, `--flag`).
 
+import os from 'node:os';
+
+/** The sections of a run: `compare` (stock vs ours) and `durability` (ours, outbox off vs on). */
+export const SECTIONS = ['compare', 'durability'];
+/** Outbox variants of the durability section (see lib/durability.mjs). */
+export const OUTBOX_VARIANTS = ['off', 'disk', 'nofsync'];
+
 export const DEFAULTS = {
   n: 10_000, // changes per run (inserts + updates + deletes)
   quick: false, // N = 2,000, fewer scenarios: a smoke run in well under a minute
@@ -15,15 +22,22 @@ export const DEFAULTS = {
   seed: 42,
   plugin: new URL('../../plugin.js', import.meta.url).pathname, // our plugin module to benchmark
   from: '', // results.json of an earlier run: only re-render its tables and chart
+  only: SECTIONS.join(','), // sections to run: compare (stock vs ours), durability (outbox off vs on)
+  outbox: OUTBOX_VARIANTS.join(','), // durability variants: off = outbox: false, disk = { dir } (fsync every 20 ms), nofsync = { dir, fsync: 'off' }
+  'outbox-root': os.tmpdir(), // where the durability variants' fresh outbox directories are made (and removed)
 };
 
+const DEFAULTS_TMP = os.tmpdir();
 const HELP = `usage: node bench/compare.mjs [--n 10000] [--quick] [--big] [--repeat 1]
        [--writers seq,conc,seq-yield,conc-yield] [--dests s3db,webhook,postgres,mysql]
        [--pg-url postgres://postgres@127.0.0.1:5432/test] [--mysql-url mysql://root@127.0.0.1:3306/test]
          (defaults: $POSTGRES_URL / $MYSQL_URL, else these; tables are created and dropped per run)
        [--concurrency 64] [--timeout 300] [--out bench/results/] [--seed 42]
        [--plugin path/to/plugin.js]   (ours; default: this repository's plugin.js)
-       [--from bench/results/results.json]   (re-render an earlier run, run nothing)`;
+       [--from bench/results/results.json]   (re-render an earlier run, run nothing)
+       [--only compare,durability]   (sections: compare = stock vs ours; durability = ours with the
+         outbox off vs on disk, on --dests s3db,webhook unless --dests is given)
+       [--outbox off,disk,nofsync] [--outbox-root ${DEFAULTS_TMP}]   (durability variants; parent of their temp dirs)`;
 
 export function parseArgs(argv) {
   const opts = { ...DEFAULTS };
@@ -51,5 +65,13 @@ export function parseArgs(argv) {
   opts.writers = opts.writers.split(',').filter(Boolean);
   opts.dests = opts.dests.split(',').filter(Boolean);
   opts.explicitDests = argv.includes('--dests');
+  opts.only = opts.only.split(',').filter(Boolean);
+  for (const s of opts.only) if (!SECTIONS.includes(s)) throw new Error(`--only: unknown section '${s}' (have: ${SECTIONS.join(', ')})`);
+  opts.outbox = opts.outbox.split(',').filter(Boolean);
+  for (const v of opts.outbox) if (!OUTBOX_VARIANTS.includes(v)) throw new Error(`--outbox: unknown variant '${v}' (have: ${OUTBOX_VARIANTS.join(', ')})`);
+  if (opts.only.includes('durability') && !opts.outbox.includes('off')) throw new Error('--outbox must include off (the baseline of the durability section)');
+  // The durability section runs on s3db and webhook (the outbox's cost does not depend on the
+  // destination; these add no database server to the noise) unless --dests names others.
+  opts.durabilityDests = opts.explicitDests ? [...opts.dests] : opts.dests.filter((d) => d === 's3db' || d === 'webhook');
   return opts;
 }

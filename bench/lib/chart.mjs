@@ -1,10 +1,16 @@
 // The results chart: throughput and lag distribution per scenario, stock beside ours, plus
 // the engine path against its physical limit. Horizontal bars; PNG via lib/png.mjs.
+// The bars of a group are `data.sides` (default stock and ours); the durability section draws
+// its outbox variants with the same panels.
 
 import { drawText, GLYPH_H, textWidth } from './font.mjs';
 import { Bitmap } from './png.mjs';
 
-const COLORS = { stock: [230, 140, 40], ours: [40, 110, 200] };
+const SIDES = [
+  { key: 'stock', label: 'STOCK PLUGIN', color: [230, 140, 40] },
+  { key: 'ours', label: 'OURS', color: [40, 110, 200] },
+];
+const AIM_COLOR = [200, 30, 30];
 const INK = [30, 30, 30];
 const GRID = [225, 225, 225];
 const MUTED = [120, 120, 120];
@@ -19,21 +25,24 @@ const GROUP_GAP = 14;
 
 const fmt = (v) => (!Number.isFinite(v) ? 'N/A' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
 
-function groupHeight() {
-  return BAR * 2 + PAIR_GAP + GROUP_GAP;
+function groupHeight(bars) {
+  return BAR * bars + PAIR_GAP * (bars - 1) + GROUP_GAP;
 }
 
-function panelHeight(rows) {
-  return LINE * 2 + 16 + rows * groupHeight() + LINE + 16;
+function panelHeight(rows, bars) {
+  return LINE * 2 + 16 + rows * groupHeight(bars) + LINE + 16;
 }
 
-/** A panel of grouped bars; `scale` maps a value to [0, 1] and gives the axis ticks. */
-function panel(bm, top, title, rows, scale, draw) {
+/**
+ * A panel of grouped bars (one per side); `scale` maps a value to [0, 1] and gives the axis
+ * ticks; `aim`: a value marked with a red line.
+ */
+function panel(bm, top, title, rows, scale, draw, sides, aim) {
   drawText(bm, 20, top, title, INK, S);
   const y0 = top + LINE + 16;
   const x0 = LEFT;
   const x1 = WIDTH - RIGHT;
-  const height = rows.length * groupHeight();
+  const height = rows.length * groupHeight(sides.length);
   for (const tick of scale.ticks) {
     const x = x0 + scale.at(tick) * (x1 - x0);
     bm.vline(Math.round(x), y0 - 4, y0 + height, GRID);
@@ -42,10 +51,15 @@ function panel(bm, top, title, rows, scale, draw) {
   }
   bm.vline(x0, y0 - 4, y0 + height, INK);
   rows.forEach((row, i) => {
-    const y = y0 + i * groupHeight();
-    drawText(bm, 20, y + BAR - LINE / 2 + 1, row.label, INK, S);
-    ['stock', 'ours'].forEach((who, j) => draw(row[who], y + j * (BAR + PAIR_GAP), COLORS[who], x0, x1));
+    const y = y0 + i * groupHeight(sides.length);
+    drawText(bm, 20, y + (sides.length * (BAR + PAIR_GAP) - PAIR_GAP) / 2 - LINE / 2 + 1, row.label, INK, S);
+    sides.forEach((side, j) => draw(row[side.key], y + j * (BAR + PAIR_GAP), side.color, x0, x1));
   });
+  if (Number.isFinite(aim)) {
+    const x = Math.round(x0 + scale.at(aim) * (x1 - x0));
+    bm.vline(x, y0 - 4, y0 + height, AIM_COLOR);
+    bm.vline(x + 1, y0 - 4, y0 + height, AIM_COLOR);
+  }
   return y0 + height + LINE + 20;
 }
 
@@ -87,36 +101,42 @@ const deliveredNote = (fraction) => (Number.isFinite(fraction) && fraction < 1 ?
 /**
  * @param {{ title: string, subtitle: string,
  *   scenarios: { label, stock: { rate, delivered, lag }, ours: { rate, delivered, lag } }[],
- *   engine: { label, stock: number, ours: number }[] }} data
+ *   engine: { label, stock: number, ours: number }[],
+ *   sides?: { key, label, color }[], aim?: number, rateTitle?: string, engineTitle?: string }} data
  *   rate: delivered/s ÷ source rate; delivered: fraction of changes delivered (worst run);
- *   lag: { p50, p99, max } in ms; engine: rows/s ÷ limit
+ *   lag: { p50, p99, max } in ms; engine: rows/s ÷ limit. `sides` (default stock, ours):
+ *   the keys of each scenario / engine row drawn as bars; `aim`: a value marked in the
+ *   throughput and engine panels.
  */
 export function renderChart(data) {
   const { scenarios, engine } = data;
-  const height = 16 + LINE * 2 + 32 + panelHeight(scenarios.length) * 2 + (engine.length ? panelHeight(engine.length) : 0);
+  const sides = data.sides ?? SIDES;
+  const values = (rows, f) => rows.flatMap((row) => sides.map((side) => f(row[side.key])));
+  const height = 16 + LINE * 2 + 32 + panelHeight(scenarios.length, sides.length) * 2 + (engine.length ? panelHeight(engine.length, sides.length) : 0);
   const bm = new Bitmap(WIDTH, height);
   let y = 16;
   drawText(bm, 20, y, data.title, INK, S);
   y += LINE + 8;
   drawText(bm, 20, y, data.subtitle, MUTED, S);
-  let lx = WIDTH - 330;
-  for (const who of ['stock', 'ours']) {
-    bm.fill(lx, y, BAR, BAR, COLORS[who]);
-    drawText(bm, lx + BAR + 8, y + 1, who === 'stock' ? 'STOCK PLUGIN' : 'OURS', INK, S);
-    lx += 180;
-  }
+  const legend = sides.map((side) => BAR + 8 + textWidth(side.label, S) + 30);
+  let lx = WIDTH - 20 - legend.reduce((sum, w) => sum + w, 0);
+  sides.forEach((side, i) => {
+    bm.fill(lx, y, BAR, BAR, side.color);
+    drawText(bm, lx + BAR + 8, y + 1, side.label, INK, S);
+    lx += legend[i];
+  });
   y += LINE + 24;
 
-  const rateScale = linear(Math.max(...scenarios.flatMap((s) => [s.stock.rate, s.ours.rate]).filter(Number.isFinite), 1));
+  const rateScale = linear(Math.max(...values(scenarios, (side) => side.rate).filter(Number.isFinite), 1));
   const rated = (side) => ({ value: side.rate, note: deliveredNote(side.delivered) });
-  y = panel(bm, y, 'DELIVERED CHANGES/S ÷ SOURCE OWN WRITE RATE  (HIGHER IS BETTER, 1 = KEEPS UP)', scenarios.map((s) => ({
-    label: s.label, stock: rated(s.stock), ours: rated(s.ours),
-  })), rateScale, bar(bm, rateScale));
+  y = panel(bm, y, data.rateTitle ?? 'DELIVERED CHANGES/S ÷ SOURCE OWN WRITE RATE  (HIGHER IS BETTER, 1 = KEEPS UP)', scenarios.map((s) => ({
+    label: s.label, ...Object.fromEntries(sides.map((side) => [side.key, rated(s[side.key])])),
+  })), rateScale, bar(bm, rateScale), sides, data.aim);
 
-  const lagValues = scenarios.flatMap((s) => [s.stock.lag, s.ours.lag]).filter(Boolean);
+  const lagValues = values(scenarios, (side) => side.lag).filter(Boolean);
   const lagScale = logarithmic(Math.min(...lagValues.map((l) => l.p50).filter(Number.isFinite), 1), Math.max(...lagValues.map((l) => l.max).filter(Number.isFinite), 10));
   y = panel(bm, y, 'LAG, WRITE TO DESTINATION (LOG): BAR = P50, LINE TO P99, TICK = MAX  (LOWER IS BETTER)', scenarios.map((s) => ({
-    label: s.label, stock: s.stock.lag, ours: s.ours.lag,
+    label: s.label, ...Object.fromEntries(sides.map((side) => [side.key, s[side.key].lag])),
   })), lagScale, (lag, yy, color, x0, x1) => {
     if (!lag || !Number.isFinite(lag.p50)) {
       drawText(bm, x0 + 6, yy + (BAR - LINE) / 2 + 1, 'NOTHING DELIVERED', [200, 30, 30], S);
@@ -127,11 +147,11 @@ export function renderChart(data) {
     bm.fill(px(lag.p50), yy + BAR / 2 - 2, Math.max(1, px(lag.p99) - px(lag.p50)), 4, color);
     bm.fill(px(lag.max) - 1, yy, 3, BAR, color);
     drawText(bm, px(lag.max) + 8, yy + (BAR - LINE) / 2 + 1, `P99 ${fmt(lag.p99)} MS`, INK, S);
-  });
+  }, sides);
 
   if (engine.length) {
-    const engineScale = linear(Math.max(...engine.flatMap((e) => [e.stock, e.ours]).filter(Number.isFinite), 1));
-    panel(bm, y, 'ENGINE PATH (BATCH API, NO SOURCE WRITES): ROWS/S ÷ PHYSICAL LIMIT', engine, engineScale, bar(bm, engineScale));
+    const engineScale = linear(Math.max(...values(engine, (v) => v).filter(Number.isFinite), 1));
+    panel(bm, y, data.engineTitle ?? 'ENGINE PATH (BATCH API, NO SOURCE WRITES): ROWS/S ÷ PHYSICAL LIMIT', engine, engineScale, bar(bm, engineScale), sides, data.aim);
   }
   return bm.toPNG();
 }

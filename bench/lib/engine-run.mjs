@@ -7,6 +7,7 @@ import { Database } from 's3db.js/lite';
 
 import { ATTRIBUTES, openDestination } from './destinations.mjs';
 import { startCost } from './measure.mjs';
+import { closeOutbox } from './durability.mjs';
 import { installPlugin } from './plugins.mjs';
 import { record } from './workload.mjs';
 
@@ -32,7 +33,7 @@ export async function runEngine(job) {
   await db.connect();
   await db.createResource({ name: 'users', attributes: ATTRIBUTES });
   const dest = await openDestination(job.dest, job);
-  const { plugin } = await installPlugin(job.plugin, db, dest.replicator(job.plugin), { pluginUrl: job.pluginUrl });
+  const { plugin } = await installPlugin(job.plugin, db, dest.replicator(job.plugin), { pluginUrl: job.pluginUrl, options: job.pluginOptions });
   await replicate(job.plugin, plugin, Array.from({ length: Math.min(400, job.n) }, (_, i) => record(`w${i}`, i)));
   await dest.reset();
 
@@ -41,11 +42,12 @@ export async function runEngine(job) {
   const t0 = performance.now();
   const errors = await replicate(job.plugin, plugin, records);
   const ms = performance.now() - t0;
-  const { cpuSec, jsCpuSec, peakRssMB } = cost();
+  const { cpuSec, jsCpuSec, peakRssMB, writeCalls, writeBytes, storageBytes } = cost();
   const delivered = dest.countRows
     ? await dest.countRows('u')
     : new Set((await dest.arrivals()).filter((a) => a.id.startsWith('u')).map((a) => a.id)).size;
   const traffic = dest.traffic ? await dest.traffic() : {};
+  const outbox = job.outbox ? { outbox: await closeOutbox(plugin, job) } : {};
   await dest.close();
-  return { rate: (job.n / ms) * 1000, ms, errors, delivered, cpuSec, jsCpuSec, peakRssMB, ...traffic };
+  return { rate: (job.n / ms) * 1000, ms, errors, delivered, cpuSec, jsCpuSec, peakRssMB, writeCalls, writeBytes, storageBytes, ...traffic, ...outbox };
 }

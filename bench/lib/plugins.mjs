@@ -1,7 +1,7 @@
 // The two plugins under test behind one interface: install, then settle() = wait until every
 // change so far is delivered or failed. Ours has flush(); the stock plugin has none, so we
 // count its per-change outcome events (exactly one replicated or error per change).
-// Later, ours with the durable outbox can be added here as a third kind.
+// Ours with the durable outbox is ours with an `outbox` option: see lib/durability.mjs.
 
 /** `pluginUrl`: the module of our plugin (file URL); `options`: extra plugin options. */
 export async function installPlugin(kind, db, replicator, { pluginUrl, options = {} } = {}) {

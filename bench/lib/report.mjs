@@ -1,5 +1,8 @@
 // Markdown tables from the aggregated runs. Every figure is a median over --repeat runs
-// (correctness columns show the worst run).
+// (correctness columns show the worst run). The durability section's tables are in
+// lib/durability.mjs.
+
+import { renderDurability } from './durability.mjs';
 
 const SCENARIO_NAMES = {
   seq: 'sequential',
@@ -20,24 +23,40 @@ function table(header, rows) {
 
 /**
  * @param {object} a aggregate: a.get(kind, plugin, dest, writer, path) → median,
- *   a.worst(...) → worst of the runs, a.limits (medians), a.meta
+ *   a.worst(...) → worst of the runs, a.limits (medians), a.meta, a.runs,
+ *   a.sections (which of compare / durability ran)
  */
 export function renderReport(a) {
   const { opts, meta } = a;
   const out = [];
-  const scenarios = opts.dests.flatMap((dest) => opts.writers.map((writer) => ({ dest, writer })));
-  const base = (writer, path) => a.get('writes', 'none', '-', writer, path);
-  const per10k = (cpu) => (cpu / opts.n) * 10_000;
+  const compare = a.sections.includes('compare');
 
-  out.push('# s3db-replicator vs the stock ReplicatorPlugin');
+  out.push(compare ? '# s3db-replicator vs the stock ReplicatorPlugin' : '# s3db-replicator: the cost of the durable outbox');
   out.push('');
   out.push(`N = ${num(opts.n)} changes per run (50% inserts, 35% updates of the same records, 15% deletes), ` +
-    `median of ${opts.repeat} run${opts.repeat > 1 ? 's' : ''} per variant, each variant in a fresh process, stock and ours alternating. ` +
+    `median of ${opts.repeat} run${opts.repeat > 1 ? 's' : ''} per variant, each variant in a fresh process, ${compare ? 'stock and ours' : 'the outbox variants'} alternating. ` +
     `${meta.cpus} CPUs (${meta.cpuModel}), Node ${meta.node}, ${meta.date}; the whole benchmark took ${meta.minutes.toFixed(1)} min. ` +
     'Ratios compare runs on the same noisy machine in the same session; see bench/README.md for what each figure measures.');
   out.push('');
-  out.push(`Ours: ${meta.plugin}. Stock: s3db.js ${meta.s3db} \`ReplicatorPlugin\`.`);
+  out.push(`Ours: ${meta.plugin}${meta.native ? `, native addon ${meta.native}` : ''}.${compare ? ` Stock: s3db.js ${meta.s3db} \`ReplicatorPlugin\`.` : ''}`);
   out.push('');
+  if (compare) renderComparison(a, out);
+  if (a.sections.includes('durability')) out.push(renderDurability({ ...a, scenarioNames: SCENARIO_NAMES }));
+  if (a.failures.length) {
+    out.push('## Failed runs');
+    out.push('');
+    for (const f of a.failures) out.push(`- ${f}`);
+    out.push('');
+  }
+  return out.join('\n');
+}
+
+/** The stock-vs-ours tables, appended to `out`. */
+function renderComparison(a, out) {
+  const { opts } = a;
+  const scenarios = opts.dests.flatMap((dest) => opts.writers.map((writer) => ({ dest, writer })));
+  const base = (writer, path) => a.get('writes', 'none', '-', writer, path);
+  const per10k = (cpu) => (cpu / opts.n) * 10_000;
   const sql = opts.dests.filter((d) => d === 'postgres' || d === 'mysql');
   if (sql.length) {
     out.push(`SQL destinations (${sql.join(', ')}; ${[sql.includes('postgres') && opts['pg-url'], sql.includes('mysql') && opts['mysql-url']].filter(Boolean).join(', ')}): ` +
@@ -168,13 +187,6 @@ export function renderReport(a) {
   if (Number.isFinite(L.mysqlUpsert)) limitRows.push(['MySQL: multi-row INSERT … ON DUPLICATE KEY UPDATE, 1,000 rows per statement, one connection (rows/s)', num(L.mysqlUpsert)]);
   out.push(table(['Limit', 'Rate'], limitRows));
   out.push('');
-  if (a.failures.length) {
-    out.push('## Failed runs');
-    out.push('');
-    for (const f of a.failures) out.push(`- ${f}`);
-    out.push('');
-  }
-  return out.join('\n');
 }
 
 export { SCENARIO_NAMES };

@@ -5,6 +5,7 @@ import { Database } from 's3db.js/lite';
 
 import { ATTRIBUTES, openDestination } from './destinations.mjs';
 import { jsThreadCpuSec, startCost } from './measure.mjs';
+import { closeOutbox } from './durability.mjs';
 import { installPlugin } from './plugins.mjs';
 import { lags, stateMismatches, summarizeLags, visibility } from './stats.mjs';
 import { makeScript, runWriter } from './workload.mjs';
@@ -14,7 +15,7 @@ export async function runWrites(job) {
   await db.connect();
   const users = await db.createResource({ name: 'users', attributes: ATTRIBUTES });
   const dest = await openDestination(job.dest, job);
-  const { counts, settle } = await installPlugin(job.plugin, db, dest.replicator(job.plugin), { pluginUrl: job.pluginUrl });
+  const { plugin, counts, settle } = await installPlugin(job.plugin, db, dest.replicator(job.plugin), { pluginUrl: job.pluginUrl, options: job.pluginOptions });
   const writerOpts = { writer: job.writer, concurrency: job.concurrency };
 
   // Warm-up on other records (JIT, connections, lazily created objects), then forget it.
@@ -31,7 +32,7 @@ export async function runWrites(job) {
   const jsWriteSec = jsThreadCpuSec() - jsAtStart;
   const complete = await settle(before.outcomes + ops.length, job.timeoutMs);
   const settledAt = performance.now();
-  const { cpuSec, jsCpuSec, peakRssMB } = cost();
+  const { cpuSec, jsCpuSec, peakRssMB, writeCalls, writeBytes, storageBytes } = cost();
 
   const result = {
     writeRate: (ops.length / (w.ended - w.started)) * 1000,
@@ -41,6 +42,9 @@ export async function runWrites(job) {
     jsCpuSec,
     jsWriteSec, // JS-thread CPU while the writes ran (with memory:// and no yields, plugin work comes after)
     peakRssMB,
+    writeCalls,
+    writeBytes,
+    storageBytes,
     complete,
     errors: counts.errors - before.errors,
     firstErrors: counts.firstErrors,
@@ -67,6 +71,7 @@ export async function runWrites(job) {
     if (dest.traffic) Object.assign(result, await dest.traffic());
     if (dest.clock) result.clockRttMs = dest.clock.rtt;
   }
+  if (job.outbox) result.outbox = await closeOutbox(plugin, job);
   await dest.close();
   return result;
 }
