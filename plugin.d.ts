@@ -268,7 +268,9 @@ export type ErrorCode =
   | 'ERR_NOT_FOUND'
   | 'ERR_SCHEMA'
   | 'ERR_NOT_INSTALLED'
-  | 'ERR_NOT_SUPPORTED';
+  | 'ERR_NOT_SUPPORTED'
+  | 'ERR_BUSY'
+  | 'ERR_SYNC';
 
 export declare class ReplicatorError extends Error {
   name: 'ReplicatorError';
@@ -420,6 +422,48 @@ export interface RetryDeadLettersResult {
   errors: Array<{ id: number; recordId: string; replicator: string; error: string; code?: string }>;
 }
 
+export interface SyncAllDataOptions {
+  /** Ids read per page with resource.getMany (1–10000). Default 100. */
+  batchSize?: number;
+  /** Pages read at once (1–256). Default 4. */
+  concurrency?: number;
+  /** Continue an interrupted sync from its checkpoint (disk outbox only). Default true. */
+  resume?: boolean;
+  /** Called with each progress report (at most every ~250 ms, plus a final one). */
+  onProgress?: (progress: SyncProgress) => void;
+}
+
+export interface SyncProgress {
+  replicatorId: string;
+  /** The resource being read. */
+  resourceName: string | null;
+  /** Records handled, across the replicator's resources (a resumed sync starts at its checkpoint). */
+  done: number;
+  total: number;
+  /** Records per second in this run. */
+  rate: number;
+  elapsedMs: number;
+  /** Estimated time left; null until a rate is known, 0 when done. */
+  etaMs: number | null;
+}
+
+export interface SyncAllDataResult {
+  replicatorId: string;
+  /** Records covered, including those an interrupted run had already pushed. */
+  total: number;
+  synced: number;
+  /** Filtered by transform/shouldReplicate/actions, or deleted since they were listed. */
+  skipped: number;
+  /** Dropped because a live change of the record came after it was read. */
+  superseded: number;
+  failed: number;
+  errors: Array<{ id: string; resourceName: string; error: string; code: string }>;
+  resumed: boolean;
+  /** Records covered by the interrupted run this one resumed (0 when not resumed). */
+  resumedFrom: number;
+  durationMs: number;
+}
+
 export declare class ReplicatorPlugin extends Plugin {
   constructor(options: ReplicatorPluginOptions);
   stats: { totalReplications: number; totalErrors: number; totalSkipped: number; lastSync: string | null };
@@ -430,7 +474,12 @@ export declare class ReplicatorPlugin extends Plugin {
   disableReplicator(id: string): Promise<void>;
   enableReplicator(id: string): Promise<void>;
   replicateBatch(resourceName: string, records: Array<Record<string, any>>, options?: { replicator?: string }): Promise<BatchResult>;
-  syncAllData(replicatorId: string): Promise<{ replicatorId: string; total: number; errors: BatchResult['errors'] }>;
+  /**
+   * Copies every existing record of the replicator's resources through the engine (batched,
+   * concurrent, alongside live changes, resumable from a checkpoint with a disk outbox).
+   * Throws ERR_NOT_FOUND, ERR_CONFIG, ERR_BUSY (already syncing), ERR_SYNC (source unreadable), ERR_STOPPED.
+   */
+  syncAllData(replicatorId: string, options?: SyncAllDataOptions): Promise<SyncAllDataResult>;
   /** Schema sync of the followed resources' destination tables (SQL drivers with `schemaSync`); call after `resource.updateAttributes()`. */
   syncSchemas(): Promise<SchemaSyncEvent[]>;
   /** Entries of the log resource, newest first. */
@@ -448,7 +497,8 @@ export declare class ReplicatorPlugin extends Plugin {
   on(event: 'plg:replicator:error' | 'replicationError', listener: (e: ReplicationErrorEvent) => void): this;
   on(event: 'plg:replicator:skipped', listener: (e: Record<string, unknown>) => void): this;
   on(event: 'plg:replicator:sync-resource', listener: (e: { resourceName: string; replicatorId: string }) => void): this;
-  on(event: 'plg:replicator:sync-completed', listener: (e: { replicatorId: string; total: number; errors: number }) => void): this;
+  on(event: 'plg:replicator:sync-progress', listener: (e: SyncProgress) => void): this;
+  on(event: 'plg:replicator:sync-completed', listener: (e: { replicatorId: string; total: number; synced: number; skipped: number; superseded: number; failed: number; errors: number; resumed: boolean; durationMs: number; stats: ReplicatorStats['stats'] }) => void): this;
   on(event: 'table_created' | 'table_altered' | 'table_recreated' | 'schema_mismatch', listener: (e: Omit<SchemaSyncEvent, 'event'>) => void): this;
   on(event: 'schema_sync_completed', listener: (e: { resources: string[]; events: SchemaSyncEvent[] }) => void): this;
   on(event: 'replicator_log_error', listener: (e: { replicator: string | null; resourceName: string | null; recordId: string | null; logError: string }) => void): this;

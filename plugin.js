@@ -9,8 +9,12 @@ import { Plugin } from 's3db.js/plugins/plugin.class';
 
 import { ReplicationEngine, checkConfig } from './index.js';
 import { createCallbackBridge } from './lib/callbacks.js';
+import * as deadLetters from './lib/dead-letters.js';
 import { ReplicatorError, configError } from './lib/errors.js';
+import { fullSync } from './lib/full-sync.js';
 import { prepareOptions } from './lib/options.js';
+import { resolveOutbox } from './lib/outbox.js';
+import * as replicationLog from './lib/replication-log.js';
 import { S3dbDestinations } from './lib/s3db-destination.js';
 
 export { ReplicatorError };
@@ -30,7 +34,11 @@ export class ReplicatorPlugin extends Plugin {
     } = options;
     this.config = { enabled, verbose, persistReplicatorLog, replicatorLogResource, logErrors };
     const prepared = prepareOptions(options);
-    const problem = checkConfig(prepared.json);
+    this._outboxOption = options.outbox;
+    // The outbox's default directory depends on the database (known at install); its other
+    // settings are checked now, with a stand-in directory.
+    const outboxProbe = resolveOutbox(options.outbox, 'file:///check');
+    const problem = checkConfig(JSON.stringify({ ...JSON.parse(prepared.json), outbox: outboxProbe }));
     if (problem) throw configError(problem);
     this._prepared = prepared;
     // The options as the engine reads them (functions replaced by { $fn }), parsed once.
@@ -51,11 +59,12 @@ export class ReplicatorPlugin extends Plugin {
 
   async onInstall() {
     if (!this.config.enabled) return;
-    const { json, functions, clients } = this._prepared;
+    const { functions, clients } = this._prepared;
     const native = this._native;
+    native.outbox = resolveOutbox(this._outboxOption, this.database?.connectionString);
     this._destinations = new S3dbDestinations({ sourceDb: () => this.database });
     this._engine = new ReplicationEngine(
-      json,
+      JSON.stringify(native),
       createCallbackBridge(functions),
       (batch) => this._destinations.deliver(batch),
       (message) => this._onEngineMessage(message),
@@ -118,12 +127,19 @@ export class ReplicatorPlugin extends Plugin {
     if (this._engine && !this._stopping) await this._engine.flush();
   }
 
+  /**
+   * Per replicator: queue depth (`queued`), lag (`oldestPendingMs`), delivered / retried /
+   * deadLettered / failed / skipped counts and `health` (circuit breaker state); plus the
+   * plugin's totals and the outbox (where accepted changes wait, dead letters).
+   */
   async getReplicatorStats() {
     const native = this._engine?.stats() ?? [];
     const pending = this._engine?.pending() ?? 0;
+    const outbox = this._engine?.outbox() ?? null;
     return {
-      replicators: native.map(({ id, driver, enabled, ...status }) => ({ id, driver, enabled, status })),
-      stats: { ...this.stats, pending },
+      replicators: native.map(({ id, driver, enabled, ...status }) => ({ id, driver, enabled, health: status.health, status })),
+      stats: { ...this.stats, pending, deadLetters: outbox?.deadLetters ?? 0 },
+      outbox,
       lastSync: this.stats.lastSync,
     };
   }
@@ -162,8 +178,10 @@ export class ReplicatorPlugin extends Plugin {
         const saturated = engine.pushTo(resourceName, 'inserted', JSON.stringify(record), replicator ?? null, ticket);
         if (saturated) await engine.waitForCapacity();
       }
-      this._holdOpen();
+      if (records.length > 0) this._holdOpen();
       await engine.flush();
+      // Nothing left (or nothing was pushed): no outcome message may come to release it.
+      if (engine.pending() === 0) this._release();
     } finally {
       this._batchResults.delete(ticket);
     }
@@ -174,37 +192,45 @@ export class ReplicatorPlugin extends Plugin {
     return { success: errors.length === 0, total: records.length, successful, skipped: outcomes.filter((o) => o.status === 'skipped').length, errors };
   }
 
-  /** Copies every existing record of the replicator's resources through the engine. */
-  async syncAllData(replicatorId) {
-    const info = this._requireReplicator(replicatorId, 'syncAllData');
-    this.stats.lastSync = new Date().toISOString();
-    const sources = [...new Set(info.resources.map((r) => r.source))];
-    let total = 0;
-    const errors = [];
-    for (const name of sources) {
-      const resource = this.database?.resources?.[name];
-      if (!resource) continue;
-      this.emit('plg:replicator:sync-resource', { resourceName: name, replicatorId });
-      const ids = await resource.listIds();
-      for (let i = 0; i < ids.length; i += 100) {
-        const records = (await resource.getMany(ids.slice(i, i + 100))).filter((r) => r && r.id);
-        const result = await this.replicateBatch(name, records, { replicator: replicatorId });
-        total += result.total;
-        errors.push(...result.errors);
-      }
-    }
-    this.emit('plg:replicator:sync-completed', { replicatorId, total, errors: errors.length, stats: this.stats });
-    return { replicatorId, total, errors };
+  /**
+   * Copies every existing record of the replicator's source resources through the engine
+   * (batched, concurrent, resumable, alongside live changes): see lib/full-sync.js.
+   * @param {string} replicatorId
+   * @param {{ batchSize?: number, concurrency?: number, resume?: boolean, onProgress?: (p: object) => void }} [options]
+   */
+  async syncAllData(replicatorId, options) {
+    return fullSync(this, replicatorId, options);
   }
 
-  async getReplicatorLogs({ resourceName, operation, status, limit = 100, offset = 0 } = {}) {
-    if (!this.replicatorLog) return [];
-    const filter = {};
-    if (resourceName) filter.resourceName = resourceName;
-    if (operation) filter.operation = operation;
-    if (status) filter.status = status;
-    const all = await this.replicatorLog.query(filter);
-    return (all ?? []).slice(offset, offset + limit);
+  /**
+   * Entries of the replication log (persistReplicatorLog), newest first, filtered by
+   * resourceName / operation / status / replicator; [] without a log resource.
+   */
+  async getReplicatorLogs(options = {}) {
+    return replicationLog.getReplicatorLogs(this, options);
+  }
+
+  /**
+   * Re-sends each failed log entry to the replicator that failed it (its dead letter when the
+   * engine still has it, else the record's current state) and marks the entry with the outcome.
+   */
+  async retryFailedReplicators() {
+    return replicationLog.retryFailedReplicators(this);
+  }
+
+  /** Dead letters (changes a destination failed for good), oldest first. */
+  async getDeadLetters(options = {}) {
+    return deadLetters.getDeadLetters(this, options);
+  }
+
+  /** Re-sends dead letters to the replicator that failed them; resolves when each is settled. */
+  async retryDeadLetters(options = {}) {
+    return deadLetters.retryDeadLetters(this, options);
+  }
+
+  /** Removes dead letters; resolves with how many existed. */
+  async discardDeadLetters(ids) {
+    return deadLetters.discardDeadLetters(this, ids);
   }
 
   /**
@@ -346,6 +372,8 @@ export class ReplicatorPlugin extends Plugin {
     const event = {
       replicator: o.replicator, resourceName: o.resourceName, operation: o.operation, recordId: o.recordId,
       error: o.error, code: o.code, attempts: o.attempts ?? 0, data: o.data,
+      // Kept as a dead letter (persisted with a disk outbox): retryDeadLetters() re-sends it.
+      ...(o.deadLetterId !== undefined ? { deadLetterId: o.deadLetterId } : {}),
     };
     if (this.listenerCount('plg:replicator:error') > 0) this.emit('plg:replicator:error', event);
     if (this.listenerCount('replicationError') > 0) this.emit('replicationError', event);
@@ -354,35 +382,19 @@ export class ReplicatorPlugin extends Plugin {
       this.database.emit('replicator:error', { error, resource: o.resourceName, data: o.data, replicator: o.replicator, operation: o.operation, recordId: o.recordId });
     }
     if (this.config.verbose) this.logger?.warn?.({ replicator: o.replicator, recordId: o.recordId, code: o.code }, o.error);
-    if (this.replicatorLog && this.config.logErrors) this._logFailure(event);
+    if (this.replicatorLog && this.config.logErrors) this._logFailure(event, o);
   }
 
   // ---- replication log (persistReplicatorLog) ----
 
   async _ensureLogResource() {
-    const name = this.config.replicatorLogResource;
-    this.replicatorLog = this.database.resources[name] ?? await this.database.createResource({
-      name,
-      attributes: {
-        replicator: 'string|optional', resource: 'string', resourceName: 'string', action: 'string', operation: 'string',
-        recordId: 'string|optional', data: 'json|optional', timestamp: 'string', status: 'string', error: 'string|optional', code: 'string|optional',
-      },
-      behavior: 'body-overflow',
-      timestamps: false,
-    }).catch((error) => {
-      this.emit('replicator_log_resource_creation_error', { error: error.message });
-      return null;
-    });
+    this._replicationLog = await replicationLog.createReplicationLog(this);
+    this.replicatorLog = this._replicationLog?.resource ?? null;
   }
 
-  _logFailure(e) {
-    const entry = {
-      replicator: e.replicator ?? 'plugin', resource: e.resourceName, resourceName: e.resourceName, action: e.operation, operation: e.operation,
-      recordId: e.recordId ?? undefined, data: e.data ?? undefined, timestamp: new Date().toISOString(), status: 'error', error: e.error, code: e.code,
-    };
-    this.replicatorLog.insert(entry).catch((error) => {
-      this.emit('replicator_log_error', { replicator: e.replicator, resourceName: e.resourceName, recordId: e.recordId, logError: error.message });
-    });
+  /** Queues a log entry for a failure (background write; never throws, never waits). */
+  _logFailure(event, outcome = {}) {
+    this._replicationLog?.recordFailure(event, outcome);
   }
 
   // ---- lifecycle helpers ----
@@ -407,6 +419,8 @@ export class ReplicatorPlugin extends Plugin {
           const report = await this._engine.stop(this._native.timeout);
           if (!report.drained) this.logger?.warn?.({ abandoned: report.abandoned }, 'ReplicatorPlugin stopped before every change was delivered');
         }
+        // Failures reported during the drain are still being written to the log resource.
+        await this._replicationLog?.idle?.().catch(() => {});
         this._release();
         await this._destinations?.close((replicator, error) => {
           this.emit('replicator_cleanup_error', { replicator, error: error.message });
