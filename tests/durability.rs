@@ -1117,7 +1117,7 @@ async fn an_outage_longer_than_hold_timeout_dead_letters_the_held_changes() {
 /// one hold period after another.
 #[tokio::test(start_paused = true)]
 async fn hold_timeout_bounds_the_wait_of_queued_changes_too() {
-    let (host, sink, engine) = held_for_ten_seconds(1);
+    let (host, _sink, engine) = held_for_ten_seconds(1);
     for id in ["a", "b", "c", "d"] {
         push(&engine, "users", Op::Inserted, rec(id, json!({})));
     }
