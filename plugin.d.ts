@@ -498,6 +498,10 @@ export declare class ReplicatorPlugin extends Plugin {
   on(event: 'plg:replicator:skipped', listener: (e: Record<string, unknown>) => void): this;
   on(event: 'plg:replicator:sync-resource', listener: (e: { resourceName: string; replicatorId: string }) => void): this;
   on(event: 'plg:replicator:sync-progress', listener: (e: SyncProgress) => void): this;
+  /** A replicator's destination looks down (circuit breaker opened): its changes wait, nothing fails. */
+  on(event: 'plg:replicator:circuit-open', listener: (e: { replicator: string; state: 'open'; failures: number; error?: string }) => void): this;
+  /** The destination is reachable again; waiting changes are being delivered. */
+  on(event: 'plg:replicator:circuit-closed', listener: (e: { replicator: string; state: 'closed'; downForMs: number }) => void): this;
   on(event: 'plg:replicator:sync-completed', listener: (e: { replicatorId: string; total: number; synced: number; skipped: number; superseded: number; failed: number; errors: number; resumed: boolean; durationMs: number; stats: ReplicatorStats['stats'] }) => void): this;
   on(event: 'table_created' | 'table_altered' | 'table_recreated' | 'schema_mismatch', listener: (e: Omit<SchemaSyncEvent, 'event'>) => void): this;
   on(event: 'schema_sync_completed', listener: (e: { resources: string[]; events: SchemaSyncEvent[] }) => void): this;

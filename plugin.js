@@ -337,7 +337,8 @@ export class ReplicatorPlugin extends Plugin {
   // ---- engine messages ----
 
   _onEngineMessage(message) {
-    const { outcomes, pending } = JSON.parse(message);
+    const { outcomes, pending, circuit } = JSON.parse(message);
+    if (circuit) return this._circuit(circuit);
     if (!outcomes) return; // a barrier from flush()
     for (const outcome of outcomes) {
       if (outcome.ticket !== undefined) this._batchResults.get(outcome.ticket)?.push(outcome);
@@ -349,6 +350,17 @@ export class ReplicatorPlugin extends Plugin {
       }
     }
     if (pending === 0) this._release();
+  }
+
+  /** A destination went down (its changes wait, nothing fails) or came back. */
+  _circuit(c) {
+    if (c.state === 'open') {
+      this.logger?.warn?.({ replicator: c.replicator, failures: c.failures, error: c.error }, `ReplicatorPlugin: destination of '${c.replicator}' is down; changes wait for it`);
+      this.emit('plg:replicator:circuit-open', c);
+    } else {
+      this.logger?.info?.({ replicator: c.replicator, downForMs: c.downForMs }, `ReplicatorPlugin: destination of '${c.replicator}' is back`);
+      this.emit('plg:replicator:circuit-closed', c);
+    }
   }
 
   _replicated(o) {

@@ -178,6 +178,9 @@ test('destination down for 20 s during 10,000 changes: every change arrives in o
   });
   const errors = [];
   plugin.on('plg:replicator:error', (e) => errors.push({ ...e, at: performance.now() }));
+  const circuits = [];
+  plugin.on('plg:replicator:circuit-open', (e) => circuits.push(e));
+  plugin.on('plg:replicator:circuit-closed', (e) => circuits.push(e));
   await db.usePlugin(plugin);
   const items = await db.createResource({ name: 'items', attributes: { name: 'string', n: 'number' } });
 
@@ -335,6 +338,15 @@ test('destination down for 20 s during 10,000 changes: every change arrives in o
   const end = await plugin.getReplicatorStats();
   const rep = end.replicators[0];
   check(() => assert.equal(rep.health, 'healthy', 'health at the end'));
+  check(() => {
+    // Opened (naming the failure) and closed again once it was back; a write that was in flight
+    // when the outage began may close and reopen it once at the start, never more.
+    const states = circuits.map((c) => c.state);
+    assert.ok(states.length >= 2 && states.length <= 4 && states.every((st, i) => st === (i % 2 ? 'closed' : 'open')), JSON.stringify(circuits));
+    assert.ok(circuits.every((c) => c.replicator === 'hook'));
+    assert.ok(circuits[0].failures >= 5 && circuits[0].error, JSON.stringify(circuits[0]));
+    assert.ok(circuits.at(-1).downForMs >= 15_000, `the last close reports the outage: ${JSON.stringify(circuits)}`);
+  });
   check(() => assert.equal(rep.status.breaker?.state, 'closed', 'breaker at the end'));
   check(() => assert.equal(rep.status.deadLettered, 0, 'status.deadLettered at the end'));
   check(() => assert.equal(rep.status.failed, 0, 'status.failed at the end'));

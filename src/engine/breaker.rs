@@ -60,6 +60,13 @@ pub(crate) struct Permit<'a> {
     reported: bool,
 }
 
+/// The breaker opened (the destination looks down) or closed again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transition {
+    Opened { failures: u32 },
+    Closed { down_for: Duration },
+}
+
 /// What a write attempt said about the destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -132,15 +139,18 @@ impl Breaker {
         }
     }
 
-    fn record(&self, verdict: Verdict, probe: bool) {
+    fn record(&self, verdict: Verdict, probe: bool) -> Option<Transition> {
         let Ok(mut s) = self.state.lock() else {
-            return;
+            return None;
         };
         let now = Instant::now();
         let reset = Duration::from_millis(self.config.map_or(1_000, |c| c.reset_timeout_ms));
         match verdict {
             Verdict::Up => {
                 let was = s.mode;
+                let down_for = s
+                    .down_since
+                    .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
                 s.consecutive = 0;
                 s.mode = BreakerState::Closed;
                 s.probing = false;
@@ -150,13 +160,15 @@ impl Breaker {
                 if was != BreakerState::Closed {
                     tracing::info!(message = "Destination is reachable again; circuit closed.");
                     self.changed.notify_waiters();
+                    return Some(Transition::Closed { down_for });
                 }
+                None
             }
             Verdict::Down => {
                 s.consecutive = s.consecutive.saturating_add(1);
                 s.down_since.get_or_insert(now);
                 let Some(c) = self.config else {
-                    return;
+                    return None;
                 };
                 if probe || s.mode == BreakerState::HalfOpen {
                     let max = Duration::from_millis(c.max_reset_timeout_ms);
@@ -165,6 +177,7 @@ impl Breaker {
                     s.probing = false;
                     s.next_probe = now + s.delay;
                     self.changed.notify_waiters();
+                    None
                 } else if s.mode == BreakerState::Closed && s.consecutive >= c.failure_threshold {
                     tracing::warn!(
                         message = "Destination keeps failing; circuit opened.",
@@ -173,6 +186,11 @@ impl Breaker {
                     s.mode = BreakerState::Open;
                     s.delay = reset;
                     s.next_probe = now + reset;
+                    Some(Transition::Opened {
+                        failures: s.consecutive,
+                    })
+                } else {
+                    None
                 }
             }
         }
@@ -236,9 +254,10 @@ impl Breaker {
 }
 
 impl Permit<'_> {
-    pub fn report(mut self, verdict: Verdict) {
+    /// Records how the write went; says whether that opened or closed the breaker.
+    pub fn report(mut self, verdict: Verdict) -> Option<Transition> {
         self.reported = true;
-        self.breaker.record(verdict, self.probe);
+        self.breaker.record(verdict, self.probe)
     }
 }
 
@@ -317,6 +336,28 @@ mod tests {
         probe.report(Verdict::Up);
         waiter.await.unwrap();
         assert_eq!(b.snapshot().state, BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transitions_are_reported_once_per_outage() {
+        let b = breaker(2);
+        assert_eq!(b.admit().await.report(Verdict::Down), None);
+        assert_eq!(
+            b.admit().await.report(Verdict::Down),
+            Some(Transition::Opened { failures: 2 })
+        );
+        assert_eq!(
+            b.admit().await.report(Verdict::Down),
+            None,
+            "a failed probe is no news"
+        );
+        assert_eq!(
+            b.admit().await.report(Verdict::Up),
+            Some(Transition::Closed {
+                down_for: Duration::from_secs(3)
+            })
+        );
+        assert_eq!(b.admit().await.report(Verdict::Up), None);
     }
 
     #[tokio::test(start_paused = true)]

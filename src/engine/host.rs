@@ -75,6 +75,24 @@ pub enum OutcomeStatus {
     Skipped,
 }
 
+/// A replicator's circuit breaker opened (its destination looks down: changes wait) or closed.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CircuitEvent {
+    pub replicator: String,
+    /// `open` or `closed`.
+    pub state: &'static str,
+    /// Failed writes in a row that opened it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failures: Option<u32>,
+    /// How long the destination was down, when it closes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub down_for_ms: Option<u64>,
+    /// The last error, when it opens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// Per-item result of a host delivery: `None` delivered, `Some(error)` failed.
 pub type ItemResults = Vec<Option<SinkError>>;
 
@@ -98,4 +116,7 @@ pub trait Host: Send + Sync + 'static {
 
     /// Resolves once every outcome emitted before the call has been handled by the host.
     async fn barrier(&self);
+
+    /// A circuit breaker opened or closed; must not block.
+    fn circuit(&self, _event: CircuitEvent) {}
 }

@@ -13,8 +13,9 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
-use super::breaker::Verdict;
+use super::breaker::{Transition, Verdict};
 use super::dead_letters::DeadLetter;
+use super::host::CircuitEvent;
 use super::{now_ms, CallbackCall, Delivery, Outcome, OutcomeStatus, Replicator, Shared};
 use crate::error::{ErrorCode, SinkError};
 use crate::event::Change;
@@ -485,7 +486,9 @@ fn write<'a>(
                     shared.config.timeout_ms
                 ))),
             };
-            permit.report(verdict(&res, todo.len()));
+            if let Some(t) = permit.report(verdict(&res, todo.len())) {
+                shared.host.circuit(circuit_event(r, t, &res));
+            }
             let now = Instant::now();
             let since = last_failure.replace(now).unwrap_or(now);
             // One clock per outage, not per batch: a long queue waits at most holdTimeout.
@@ -587,6 +590,31 @@ fn write<'a>(
             })
             .collect()
     })
+}
+
+fn circuit_event(
+    r: &Replicator,
+    t: Transition,
+    res: &Result<BatchOutcome, SinkError>,
+) -> CircuitEvent {
+    let (state, failures, down_for_ms) = match t {
+        Transition::Opened { failures } => ("open", Some(failures), None),
+        Transition::Closed { down_for } => ("closed", None, Some(down_for.as_millis() as u64)),
+    };
+    let error = match res {
+        Err(e) if state == "open" => Some(e.message.clone()),
+        Ok(BatchOutcome::Partial(failed)) if state == "open" => {
+            failed.first().map(|(_, e)| e.message.clone())
+        }
+        _ => None,
+    };
+    CircuitEvent {
+        replicator: r.id.clone(),
+        state,
+        failures,
+        down_for_ms,
+        error,
+    }
 }
 
 /// What one write attempt says about the destination, for the circuit breaker.

@@ -24,7 +24,9 @@ use tokio::task::JoinHandle;
 
 pub use breaker::{BreakerSnapshot, BreakerState};
 pub use dead_letters::DeadLetter;
-pub use host::{CallbackCall, CallbackResult, Host, ItemResults, Outcome, OutcomeStatus};
+pub use host::{
+    CallbackCall, CallbackResult, CircuitEvent, Host, ItemResults, Outcome, OutcomeStatus,
+};
 pub use metrics::ReplicatorStats;
 pub use outbox::OutboxInfo;
 pub use retry::{RetryPolicy, Strategy};

@@ -8,7 +8,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{CallbackCall, CallbackResult, Host, ItemResults, Outcome};
+use crate::engine::{CallbackCall, CallbackResult, CircuitEvent, Host, ItemResults, Outcome};
 use crate::error::SinkError;
 use crate::event::Change;
 
@@ -110,6 +110,14 @@ impl Host for JsHost {
                     ?status
                 );
             }
+        }
+    }
+
+    fn circuit(&self, event: CircuitEvent) {
+        if let Ok(json) = serde_json::to_string(&serde_json::json!({ "circuit": event })) {
+            let _ = self
+                .events
+                .call(json, ThreadsafeFunctionCallMode::NonBlocking);
         }
     }
 
