@@ -167,9 +167,7 @@ impl Breaker {
             Verdict::Down => {
                 s.consecutive = s.consecutive.saturating_add(1);
                 s.down_since.get_or_insert(now);
-                let Some(c) = self.config else {
-                    return None;
-                };
+                let c = self.config?;
                 if probe || s.mode == BreakerState::HalfOpen {
                     let max = Duration::from_millis(c.max_reset_timeout_ms);
                     s.delay = (s.delay * 2).min(max);
