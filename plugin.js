@@ -69,6 +69,12 @@ export class ReplicatorPlugin extends Plugin {
       (batch) => this._destinations.deliver(batch),
       (message) => this._onEngineMessage(message),
     );
+    // Changes accepted before a crash are being replayed: keep the process up until delivered.
+    const { replayed } = this._engine.outbox();
+    if (replayed > 0) {
+      this.logger?.info?.({ replayed }, 'ReplicatorPlugin: replaying undelivered changes from the outbox');
+      this._holdOpen();
+    }
     const infos = this._engine.replicators();
     native.replicators.forEach((rep, index) => {
       if (rep.driver !== 's3db') return;

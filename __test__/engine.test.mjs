@@ -112,3 +112,28 @@ test('a process that writes and returns without stopping the plugin exits by its
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('a process whose last change is filtered out by actions still exits by itself', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 's3db-replicator-exit-filtered-'));
+  try {
+    const script = `
+      import { Database } from 's3db.js/lite';
+      import { ReplicatorPlugin } from './plugin.js';
+      const db = new Database({ connectionString: 'memory://exit-filtered/x', logLevel: 'silent' });
+      await db.connect();
+      const plugin = new ReplicatorPlugin({ replicators: [{ driver: 's3db', resources: { users: { resource: 'users', actions: ['inserted'] } }, config: { connectionString: 'file://${dir}' } }] });
+      await db.usePlugin(plugin);
+      const users = await db.createResource({ name: 'users', attributes: { name: 'string' } });
+      await users.insert({ id: 'u1', name: 'a' });
+      await plugin.flush();
+      // The last change goes nowhere: no outcome will ever report it.
+      await users.update('u1', { name: 'b' });
+      console.log('wrote');
+    `;
+    const { code, out } = await runNode(script, root);
+    assert.equal(code, 0, out);
+    assert.match(out, /wrote/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -45,6 +45,11 @@ pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Int
             );
         }
         shared.routed.fetch_add(n, SeqCst);
+        // Changes that went nowhere (filtered by `actions`, replayed for a removed replicator)
+        // produce no outcome: say the engine is idle so the host can release the event loop.
+        if shared.pending() == 0 {
+            shared.host.emit(Vec::new(), 0);
+        }
         shared.progress.notify_waiters();
         // Forget once no sync runs and every snapshot it queued has been routed.
         let tail = shared
