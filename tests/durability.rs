@@ -63,13 +63,19 @@ fn push_opts(engine: &Engine, op: Op, json: String, opts: PushOptions<'_>) {
         .expect("push accepted");
 }
 
-fn assert_stopped(outcomes: &[Outcome]) {
+/// Every outcome is ERR_STOPPED, and its message says whether the change survives (disk outbox).
+fn assert_stopped(outcomes: &[Outcome], durable: bool) {
     for o in outcomes {
         assert_eq!(
             (o.status, o.code),
             (OutcomeStatus::Failed, Some("ERR_STOPPED")),
             "{o:?}"
         );
+        let promised = o
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("delivered after the next start"));
+        assert_eq!(promised, durable, "{o:?}");
     }
 }
 
@@ -140,7 +146,7 @@ async fn undelivered_changes_are_replayed_in_order_after_a_restart() {
         n,
         "every abandoned change is reported"
     );
-    assert_stopped(&outcomes);
+    assert_stopped(&outcomes, true);
     assert!(sink_a.applied().is_empty());
     assert_eq!(
         a.dead_letter_count(),
@@ -280,7 +286,6 @@ async fn changes_pushed_right_before_an_immediate_stop_are_replayed() {
 /// Every change given up by stop() is reported with ERR_STOPPED, also those the router had not
 /// handed to a lane yet when the deadline passed.
 #[tokio::test(start_paused = true)]
-
 async fn an_immediate_stop_reports_every_change_it_abandons() {
     let host = TestHost::new();
     let sink = Arc::new(SwitchSink::default());
@@ -306,7 +311,7 @@ async fn an_immediate_stop_reports_every_change_it_abandons() {
         6,
         "every pushed change needs an outcome: {outcomes:?}"
     );
-    assert_stopped(&outcomes);
+    assert_stopped(&outcomes, false);
     assert_eq!(report.abandoned, 6, "{report:?}");
 }
 
@@ -851,7 +856,6 @@ async fn replay_does_not_dead_letter_a_change_twice() {
 /// Dead letters of a replicator that is no longer configured stay listed (and can be
 /// discarded), but cannot be re-sent: `retry_dead_letters` returns how many it queued, so 0.
 #[tokio::test(start_paused = true)]
-
 async fn retry_counts_only_the_dead_letters_it_queues() {
     let dir = TempDir::new("dl-removed");
     let (xa, ya) = (
@@ -977,7 +981,6 @@ async fn an_outage_holds_changes_and_probes_until_the_destination_returns() {
 /// While the breaker holds changes through an outage, the stats say why: `lastError` carries
 /// the destination's error (no change has failed yet, so no outcome carried it).
 #[tokio::test(start_paused = true)]
-
 async fn stats_name_the_error_of_an_outage_in_progress() {
     let sink = Arc::new(SwitchSink::default());
     sink.set_down(true);

@@ -110,7 +110,7 @@ pub(super) async fn run(
         let mut outcomes = tokio::select! {
             // Once stop() cancels, never poll the write again (it may be retrying).
             biased;
-            _ = cancel.changed() => stopped_outcomes(r, &batch),
+            _ = cancel.changed() => stopped_outcomes(&shared, r, &batch),
             o = std::panic::AssertUnwindSafe(process(&shared, r, &batch)).catch_unwind() => match o {
                 Ok(o) => o,
                 Err(_) => failed_outcomes(r, &batch, "internal: the destination driver panicked", ErrorCode::Internal),
@@ -141,7 +141,7 @@ pub(super) async fn run(
     }
     if !rest.is_empty() {
         let n = rest.len() as u64;
-        let outcomes = stopped_outcomes(r, &rest);
+        let outcomes = stopped_outcomes(&shared, r, &rest);
         shared
             .host
             .emit(outcomes, shared.pending().saturating_sub(n));
@@ -163,13 +163,19 @@ fn failed_outcomes(
         .collect()
 }
 
-pub(super) fn stopped_outcomes(r: &Replicator, batch: &[Delivery]) -> Vec<Outcome> {
-    failed_outcomes(
-        r,
-        batch,
-        "the plugin was stopped before this change could be delivered",
-        ErrorCode::Stopped,
-    )
+/// Changes given up at the stop deadline. With the outbox on disk they are not lost, and the
+/// message says so: the next start delivers them.
+pub(super) fn stopped_outcomes(
+    shared: &Shared,
+    r: &Replicator,
+    batch: &[Delivery],
+) -> Vec<Outcome> {
+    let message = if shared.outbox.is_durable() {
+        "the plugin was stopped before this change could be delivered; it stays in the outbox and is delivered after the next start"
+    } else {
+        "the plugin was stopped before this change could be delivered"
+    };
+    failed_outcomes(r, batch, message, ErrorCode::Stopped)
 }
 
 fn outcome(

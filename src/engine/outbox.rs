@@ -100,6 +100,11 @@ impl Outbox {
         Ok((outbox, entries))
     }
 
+    /// Accepted changes survive the process (the log is on disk).
+    pub fn is_durable(&self) -> bool {
+        self.durable
+    }
+
     /// The seq of the last accepted change (0 before the first).
     pub fn last_seq(&self) -> u64 {
         self.next_seq.load(SeqCst).saturating_sub(1)

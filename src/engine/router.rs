@@ -178,7 +178,7 @@ fn route(shared: &Shared, recent: &mut Recent, intake: Intake, out: &mut Vec<Out
         });
         // Stopped past the deadline: reported, and left unsettled in the outbox for replay.
         if let Some(d) = gone {
-            out.extend(super::lane::stopped_outcomes(rep, &[d]));
+            out.extend(super::lane::stopped_outcomes(shared, rep, &[d]));
         }
     }
 }
