@@ -48,6 +48,8 @@ struct State {
 
 pub(crate) struct Breaker {
     config: Option<BreakerConfig>,
+    /// The first probe delay (`resetTimeout`).
+    reset: Duration,
     state: Mutex<State>,
     changed: Notify,
 }
@@ -78,13 +80,14 @@ pub(crate) enum Verdict {
 
 impl Breaker {
     pub fn new(config: Option<BreakerConfig>) -> Self {
-        let delay = Duration::from_millis(config.map_or(1_000, |c| c.reset_timeout_ms));
+        let reset = Duration::from_millis(config.map_or(1_000, |c| c.reset_timeout_ms));
         Self {
             config,
+            reset,
             state: Mutex::new(State {
                 mode: BreakerState::Closed,
                 consecutive: 0,
-                delay,
+                delay: reset,
                 next_probe: Instant::now(),
                 probing: false,
                 last_success: None,
@@ -144,7 +147,7 @@ impl Breaker {
             return None;
         };
         let now = Instant::now();
-        let reset = Duration::from_millis(self.config.map_or(1_000, |c| c.reset_timeout_ms));
+        let reset = self.reset;
         match verdict {
             Verdict::Up => {
                 let was = s.mode;

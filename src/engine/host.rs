@@ -67,6 +67,21 @@ pub struct Outcome {
     pub reason: Option<&'static str>,
 }
 
+const SUPERSEDED: &str = "superseded";
+
+impl Outcome {
+    /// Skipped by the engine because a newer change of the record was accepted: writing this
+    /// older one after it would go back in time.
+    pub(crate) fn superseded(mut self) -> Self {
+        self.reason = Some(SUPERSEDED);
+        self
+    }
+
+    pub(crate) fn is_superseded(&self) -> bool {
+        self.reason == Some(SUPERSEDED)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutcomeStatus {

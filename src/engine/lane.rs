@@ -192,9 +192,7 @@ fn outcome(
         OutcomeStatus::Skipped => Metrics::add(&r.metrics.skipped, 1),
     }
     if let Some((e, _)) = error {
-        if let Ok(mut last) = r.metrics.last_error.lock() {
-            *last = Some(e.message.clone());
-        }
+        r.metrics.set_last_error(&e.message);
     }
     Outcome {
         replicator: r.id.clone(),
@@ -256,7 +254,7 @@ fn finish(shared: &Shared, r: &Replicator, batch: &[Delivery], outcomes: &mut [O
                 }
             }
             OutcomeStatus::Skipped => {
-                if let (Some(id), Some("superseded")) = (d.redelivery, o.reason) {
+                if let (Some(id), true) = (d.redelivery, o.is_superseded()) {
                     shared.dead_letters.remove(&[id]);
                 }
             }
@@ -298,11 +296,7 @@ async fn process(shared: &Shared, r: &Replicator, batch: &[Delivery]) -> Vec<Out
     for (i, (d, p)) in batch.iter().zip(&prepared).enumerate() {
         out.push(match p {
             Prepared::Skip => outcome(r, d, OutcomeStatus::Skipped, 0, None),
-            Prepared::Superseded => {
-                let mut o = outcome(r, d, OutcomeStatus::Skipped, 0, None);
-                o.reason = Some("superseded");
-                o
-            }
+            Prepared::Superseded => outcome(r, d, OutcomeStatus::Skipped, 0, None).superseded(),
             Prepared::Fail(e, code) => outcome(r, d, OutcomeStatus::Failed, 0, Some((e, *code))),
             Prepared::Write(_) => match &written[i] {
                 Some((attempts, None)) => {
@@ -454,9 +448,10 @@ fn superseded_resends(shared: &Shared, r: &Replicator, batch: &[Delivery]) -> Ve
 /// Writes changes with retries. On a permanent error of a multi-change batch, splits it in
 /// halves to isolate the bad record(s), so the rest of the batch is still delivered.
 ///
-/// Retries are counted only while the destination works for other writes: when nothing could
-/// be written since these changes started failing, the destination is down, and with the
-/// circuit breaker on they wait for it (probed with backoff) instead of being dead-lettered.
+/// Retries are counted only while the destination works for other writes. It counts as down
+/// while its breaker is open or nothing was written since this batch last failed; then, with
+/// the circuit breaker on, the changes wait for it (probed with backoff) for up to
+/// `holdTimeout` instead of being dead-lettered.
 fn write<'a>(
     shared: &'a Shared,
     r: &'a Replicator,
@@ -557,9 +552,7 @@ fn write<'a>(
                     todo = again;
                 }
                 Err(e) if hold(&mut attempt, &e) => {
-                    if let Ok(mut last) = r.metrics.last_error.lock() {
-                        *last = Some(e.message.clone());
-                    }
+                    r.metrics.set_last_error(&e.message);
                     tracing::warn!(message = "Retrying batch.", replicator = %r.id, attempt = tries, events = todo.len(), error = %e);
                     Metrics::add(&r.metrics.retried, todo.len() as u64);
                     backoff(shared, r, attempt.max(1), &e).await;
@@ -603,23 +596,26 @@ fn circuit_event(
     t: Transition,
     res: &Result<BatchOutcome, SinkError>,
 ) -> CircuitEvent {
-    let (state, failures, down_for_ms) = match t {
-        Transition::Opened { failures } => ("open", Some(failures), None),
-        Transition::Closed { down_for } => ("closed", None, Some(down_for.as_millis() as u64)),
-    };
-    let error = match res {
-        Err(e) if state == "open" => Some(e.message.clone()),
-        Ok(BatchOutcome::Partial(failed)) if state == "open" => {
-            failed.first().map(|(_, e)| e.message.clone())
-        }
-        _ => None,
-    };
-    CircuitEvent {
-        replicator: r.id.clone(),
-        state,
-        failures,
-        down_for_ms,
-        error,
+    let replicator = r.id.clone();
+    match t {
+        Transition::Opened { failures } => CircuitEvent {
+            replicator,
+            state: "open",
+            failures: Some(failures),
+            down_for_ms: None,
+            error: match res {
+                Err(e) => Some(e.message.clone()),
+                Ok(BatchOutcome::Partial(failed)) => failed.first().map(|(_, e)| e.message.clone()),
+                Ok(BatchOutcome::Delivered) => None,
+            },
+        },
+        Transition::Closed { down_for } => CircuitEvent {
+            replicator,
+            state: "closed",
+            failures: None,
+            down_for_ms: Some(down_for.as_millis() as u64),
+            error: None,
+        },
     }
 }
 
@@ -642,7 +638,7 @@ fn verdict(res: &Result<BatchOutcome, SinkError>, n: usize) -> Verdict {
 
 async fn backoff(shared: &Shared, r: &Replicator, attempt: u32, e: &SinkError) {
     // An open breaker does the waiting (and wakes every lane once the destination is back).
-    if r.breaker.snapshot().state != super::BreakerState::Closed {
+    if !r.breaker.is_closed() {
         return;
     }
     let delay = r.policy.delay(attempt, e);

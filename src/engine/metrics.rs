@@ -58,6 +58,12 @@ impl Metrics {
         counter.fetch_add(n, Relaxed);
     }
 
+    pub fn set_last_error(&self, message: &str) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(message.to_string());
+        }
+    }
+
     pub fn snapshot(
         &self,
         id: &str,

@@ -14,13 +14,10 @@ use crate::error::ErrorCode;
 use crate::event::{clean_record, parse_change, ChangeEvent};
 
 /// Which records changed while a full sync runs: (resource, id) → seq of the latest live change.
-#[derive(Default)]
-struct Recent {
-    changed: HashMap<(String, String), u64>,
-}
+type Recent = HashMap<(String, String), u64>;
 
 pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Intake>) {
-    let mut recent = Recent::default();
+    let mut recent = Recent::new();
     let mut rejected = Vec::new();
     let linger = Duration::from_millis(shared.config.linger_ms);
     let mut cancel = shared.cancel.clone();
@@ -56,8 +53,8 @@ pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Int
             .sync_tail
             .load(SeqCst)
             .max(shared.replayed_snapshots_until);
-        if shared.syncs.load(SeqCst) == 0 && last >= tail && !recent.changed.is_empty() {
-            recent.changed = HashMap::new();
+        if shared.syncs.load(SeqCst) == 0 && last >= tail && !recent.is_empty() {
+            recent = HashMap::new();
         }
         // Stay off the channel for one linger period: pushes arriving meanwhile queue up without
         // waking this task. A wake is a cross-thread unpark paid inside push() by the JS thread,
@@ -104,15 +101,13 @@ fn route(shared: &Shared, recent: &mut Recent, intake: Intake, out: &mut Vec<Out
         // A snapshot read before the record's latest live change would overwrite it.
         Some(after) => {
             let key = (intake.resource.clone(), id.clone());
-            if recent.changed.get(&key).is_some_and(|&live| live > after) {
+            if recent.get(&key).is_some_and(|&live| live > after) {
                 out.push(superseded(shared, &intake, id));
                 return;
             }
         }
         None if watching && intake.redelivery_of.is_none() => {
-            recent
-                .changed
-                .insert((intake.resource.clone(), id.clone()), intake.seq);
+            recent.insert((intake.resource.clone(), id.clone()), intake.seq);
         }
         None => {}
     }
@@ -186,8 +181,7 @@ fn route(shared: &Shared, recent: &mut Recent, intake: Intake, out: &mut Vec<Out
 /// A snapshot or re-send dropped because the record has a newer change; it was meant for
 /// one replicator (`only`), which the outcome names.
 fn superseded(shared: &Shared, intake: &Intake, id: String) -> Outcome {
-    let mut o = dropped(intake, id, OutcomeStatus::Skipped, None);
-    o.reason = Some("superseded");
+    let mut o = dropped(intake, id, OutcomeStatus::Skipped, None).superseded();
     o.dead_letter_id = intake.redelivery_of;
     if let Some(rep) = intake.only.and_then(|i| shared.replicators.get(i)) {
         o.replicator = rep.id.clone();
