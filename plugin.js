@@ -185,9 +185,7 @@ export class ReplicatorPlugin extends Plugin {
         if (saturated) await engine.waitForCapacity();
       }
       if (records.length > 0) this._holdOpen();
-      await engine.flush();
-      // Nothing left (or nothing was pushed): no outcome message may come to release it.
-      if (engine.pending() === 0) this._release();
+      await this._settle();
     } finally {
       this._batchResults.delete(ticket);
     }
@@ -420,6 +418,15 @@ export class ReplicatorPlugin extends Plugin {
   /** Keeps the process alive while changes are undelivered (the engine's handles are weak). */
   _holdOpen() {
     if (!this._keepAlive) this._keepAlive = setInterval(() => {}, 1 << 30);
+  }
+
+  /**
+   * engine.flush(), then lets the process go when nothing is left: the outcome message that
+   * reported the engine idle may have come before this caller's _holdOpen().
+   */
+  async _settle() {
+    await this._engine.flush();
+    if (this._engine.pending() === 0) this._release();
   }
 
   _release() {

@@ -96,12 +96,10 @@ export async function withTicket(plugin, start) {
   try {
     const expected = await start(ticket, engine);
     if (expected !== 0) plugin._holdOpen();
-    await engine.flush();
+    await plugin._settle();
     for (let round = 0; typeof expected === 'number' && outcomes.length < expected && round < 3; round++) {
-      await engine.flush();
+      await plugin._settle();
     }
-    // A flush barrier carries no `pending`: let the process exit when nothing is left.
-    if (engine.pending() === 0) plugin._release();
     return { outcomes, expected };
   } finally {
     plugin._batchResults.delete(ticket);

@@ -144,10 +144,7 @@ class FullSync {
       if (this.failure) throw this.failure;
       this.announce(this.sources.length - 1);
       this.ensureRunning();
-      await engine.flush();
-      // The plugin holds the process open while changes are pending and lets go when an
-      // outcome batch reports none; if the last one came before a push here, let go now.
-      if (engine.pending() === 0) plugin._release();
+      await plugin._settle();
     } catch (error) {
       // Keep the checkpoint of what was accepted: the next call resumes from it.
       await this.store?.idle().catch(() => {});
