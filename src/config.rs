@@ -197,6 +197,10 @@ pub struct Route {
     pub actions: Option<HashSet<Op>>,
     pub transform: Option<u32>,
     pub should_replicate: Option<u32>,
+    /// The driver's own settings for this destination (`primaryKey`, `queueUrl`, ...): keys of
+    /// a destination object beyond the common ones, limited to what the driver declares in
+    /// [`SinkConfig::route_options`]. The sink reads them at build time (`SinkContext::routes`).
+    pub options: serde_json::Map<String, Value>,
 }
 
 impl Route {
@@ -438,7 +442,11 @@ fn parse_replicator(
         None => default_id(&driver, i, drivers),
     };
     let resources = entry.resources.unwrap_or(Value::Null);
-    let routes = parse_resources(&format!("{at}.resources"), &resources)?;
+    let routes = parse_resources(
+        &format!("{at}.resources"),
+        &resources,
+        SinkConfig::route_options(&driver),
+    )?;
     let config = entry
         .config
         .unwrap_or_else(|| Value::Object(Default::default()));
@@ -486,16 +494,24 @@ fn fn_ref(value: &Value) -> Option<u32> {
     obj.get("$fn")?.as_u64().and_then(|n| u32::try_from(n).ok())
 }
 
+/// Keys every driver's destination object takes (`resource`, `table` and `collection` name the
+/// destination; which word fits depends on the driver).
 const ROUTE_KEYS: &[&str] = &[
     "resource",
     "table",
+    "collection",
     "transform",
     "actions",
     "shouldReplicate",
 ];
 
-/// Parses the spec's five resource-mapping syntaxes into routes.
-pub fn parse_resources(at: &str, value: &Value) -> Result<Vec<Route>, ConfigError> {
+/// Parses the spec's five resource-mapping syntaxes into routes; `driver_keys` are the extra
+/// keys the replicator's driver accepts in a destination object.
+pub fn parse_resources(
+    at: &str,
+    value: &Value,
+    driver_keys: &[&str],
+) -> Result<Vec<Route>, ConfigError> {
     let hint_shapes = "use ['users'], { users: 'people' }, { users: { resource, transform, actions } }, { users: (data) => data } or { users: ['people', { resource, transform }] }";
     let mut routes = Vec::new();
     match value {
@@ -529,11 +545,16 @@ pub fn parse_resources(at: &str, value: &Value) -> Result<Vec<Route>, ConfigErro
                             ));
                         }
                         for (j, t) in targets.iter().enumerate() {
-                            routes.push(parse_target(&format!("{here}[{j}]"), source, t)?);
+                            routes.push(parse_target(
+                                &format!("{here}[{j}]"),
+                                source,
+                                t,
+                                driver_keys,
+                            )?);
                         }
                     }
                     Value::Bool(false) => {}
-                    other => routes.push(parse_target(&here, source, other)?),
+                    other => routes.push(parse_target(&here, source, other, driver_keys)?),
                 }
             }
         }
@@ -571,6 +592,7 @@ fn simple_route(at: &str, source: &str, dest: &str) -> Result<Route, ConfigError
         actions: None,
         transform: None,
         should_replicate: None,
+        options: serde_json::Map::new(),
     })
 }
 
@@ -585,7 +607,12 @@ fn check_name(at: &str, name: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn parse_target(at: &str, source: &str, target: &Value) -> Result<Route, ConfigError> {
+fn parse_target(
+    at: &str,
+    source: &str,
+    target: &Value,
+    driver_keys: &[&str],
+) -> Result<Route, ConfigError> {
     if let Some(id) = fn_ref(target) {
         let mut r = simple_route(at, source, source)?;
         r.transform = Some(id);
@@ -595,14 +622,24 @@ fn parse_target(at: &str, source: &str, target: &Value) -> Result<Route, ConfigE
         Value::String(dest) => simple_route(at, source, dest),
         Value::Bool(true) => simple_route(at, source, source),
         Value::Object(obj) => {
-            if let Some(bad) = obj.keys().find(|k| !ROUTE_KEYS.contains(&k.as_str())) {
+            let known = |k: &str| ROUTE_KEYS.contains(&k) || driver_keys.contains(&k);
+            if let Some(bad) = obj.keys().find(|k| !known(k)) {
+                let takes: Vec<&str> = ROUTE_KEYS.iter().chain(driver_keys).copied().collect();
                 return Err(ConfigError::new(
                     format!("{at}.{bad}"),
                     format!("unknown option '{bad}'"),
-                    format!("a destination object takes: {}", ROUTE_KEYS.join(", ")),
+                    format!(
+                        "{}a destination object of this driver takes: {}",
+                        crate::error::did_you_mean(bad, &takes),
+                        takes.join(", ")
+                    ),
                 ));
             }
-            let dest = match obj.get("resource").or_else(|| obj.get("table")) {
+            let name = obj
+                .get("resource")
+                .or_else(|| obj.get("table"))
+                .or_else(|| obj.get("collection"));
+            let dest = match name {
                 None | Some(Value::Null) => source.to_string(),
                 Some(Value::String(s)) => s.clone(),
                 Some(_) => {
@@ -614,6 +651,11 @@ fn parse_target(at: &str, source: &str, target: &Value) -> Result<Route, ConfigE
                 }
             };
             let mut route = simple_route(at, source, &dest)?;
+            route.options = obj
+                .iter()
+                .filter(|(k, _)| driver_keys.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             route.transform = callback(&format!("{at}.transform"), obj.get("transform"))?;
             route.should_replicate =
                 callback(&format!("{at}.shouldReplicate"), obj.get("shouldReplicate"))?;

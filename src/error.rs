@@ -180,9 +180,72 @@ pub fn redact(text: &str) -> String {
     out
 }
 
+/// `"did you mean 'batchSize'? "` when `given` is a likely misspelling of one of `known`
+/// (edit distance at most 2, or 3 for long names), else `""`. Starts a hint.
+pub fn did_you_mean(given: &str, known: &[&str]) -> String {
+    let lower = given.to_ascii_lowercase();
+    known
+        .iter()
+        .map(|k| (edit_distance(&lower, &k.to_ascii_lowercase()), *k))
+        .filter(|&(d, k)| d <= if k.len() > 8 { 3 } else { 2 })
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, k)| format!("did you mean '{k}'? "))
+        .unwrap_or_default()
+}
+
+/// Levenshtein distance (with adjacent transpositions counted as one edit).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn suggests_the_closest_known_name() {
+        let known = [
+            "batchSize",
+            "maxRetries",
+            "timeout",
+            "concurrency",
+            "verbose",
+        ];
+        assert_eq!(
+            did_you_mean("batchSzie", &known),
+            "did you mean 'batchSize'? "
+        );
+        assert_eq!(
+            did_you_mean("maxRetires", &known),
+            "did you mean 'maxRetries'? "
+        );
+        assert_eq!(did_you_mean("timout", &known), "did you mean 'timeout'? ");
+        assert_eq!(
+            did_you_mean("concurency", &known),
+            "did you mean 'concurrency'? "
+        );
+        assert_eq!(did_you_mean("verbos", &known), "did you mean 'verbose'? ");
+        assert_eq!(did_you_mean("colour", &known), "");
+    }
 
     #[test]
     fn redacts_passwords_and_tokens_in_urls() {

@@ -64,6 +64,11 @@ pub struct ChangeEvent {
 #[serde(rename_all = "camelCase")]
 pub struct Change {
     pub seq: u64,
+    /// The change's stable identity, `{outbox id}:{seq of the original change}`: the same when
+    /// the change is retried, replayed after a restart or re-sent from a dead letter; never
+    /// shared by two changes. Sinks put it in their dedup fields (webhook `Idempotency-Key`,
+    /// SQS `MessageDeduplicationId`, BigQuery `insertId`, log rows).
+    pub change_id: String,
     pub op: Op,
     /// Source resource name.
     pub resource: String,

@@ -346,6 +346,7 @@ fn ch(seq: u64, op: Op, dest: &str, id: &str, data: Json) -> Change {
     }
     Change {
         seq,
+        change_id: format!("0000000000000000:{seq}"),
         op,
         resource: "users".into(),
         dest: dest.into(),

@@ -414,6 +414,7 @@ async fn prepare(shared: &Shared, r: &Replicator, batch: &[Delivery]) -> Vec<Pre
             };
             Prepared::Write(Change {
                 seq: d.event.seq,
+                change_id: shared.outbox.change_id(d.origin_seq),
                 op: d.event.op,
                 resource: d.event.resource.clone(),
                 dest: route.dest.clone(),

@@ -205,6 +205,7 @@ impl Engine {
                 replicator_id: rc.id.clone(),
                 host: host.clone(),
                 timeout_ms: config.timeout_ms,
+                routes: rc.routes.clone(),
             };
             let prebuilt = if index < sinks.len() {
                 Some(sinks[index].clone())

@@ -27,6 +27,8 @@ pub(crate) struct Outbox {
     log: Mutex<Option<Arc<SegmentLog>>>,
     durable: bool,
     dir: Option<PathBuf>,
+    /// This outbox's id: with a seq, the identity of a change (`{id}:{seq}`).
+    id: String,
     ledger: Arc<Mutex<Ledger>>,
     /// The seq the next accepted change gets.
     next_seq: Arc<AtomicU64>,
@@ -42,6 +44,8 @@ pub(crate) struct Outbox {
 pub struct OutboxInfo {
     /// `disk` or `memory`.
     pub mode: &'static str,
+    /// This outbox's id, the first part of every change's identity (`{id}:{seq}`).
+    pub id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
     /// Accepted changes not yet settled by every destination (disk mode).
@@ -57,7 +61,7 @@ pub struct OutboxInfo {
 impl Outbox {
     /// Opens the log (if on disk) and returns the changes to replay, oldest first.
     pub fn open(config: &OutboxConfig) -> Result<(Self, Vec<Entry>), OutboxError> {
-        let (log, entries, next) = match &config.dir {
+        let (log, entries, next, id) = match &config.dir {
             Some(dir) => {
                 let (log, recovered) = SegmentLog::open(
                     dir,
@@ -72,13 +76,16 @@ impl Outbox {
                         dropped_bytes = recovered.dropped_bytes
                     );
                 }
+                let id = crate::outbox::identity::load_or_create(dir)?;
                 (
                     Some(Arc::new(log)),
                     recovered.entries,
                     recovered.next_seq.max(1),
+                    id,
                 )
             }
-            None => (None, Vec::new(), 1),
+            // Memory only: seqs restart with the process, so the id is new per process.
+            None => (None, Vec::new(), 1, crate::outbox::identity::random_id()),
         };
         let mut ledger = Ledger::default();
         for e in &entries {
@@ -87,6 +94,7 @@ impl Outbox {
         let outbox = Self {
             durable: log.is_some(),
             dir: config.dir.clone(),
+            id,
             log: Mutex::new(log),
             ledger: Arc::new(Mutex::new(ledger)),
             next_seq: Arc::new(AtomicU64::new(next)),
@@ -98,6 +106,11 @@ impl Outbox {
         };
         outbox.start_worker(config.fsync_interval_ms);
         Ok((outbox, entries))
+    }
+
+    /// The stable identity of the change numbered `seq`: `{outbox id}:{seq}`.
+    pub fn change_id(&self, seq: u64) -> String {
+        format!("{}:{seq}", self.id)
     }
 
     /// Accepted changes survive the process (the log is on disk).
@@ -269,6 +282,7 @@ impl Outbox {
         let pending = self.ledger.lock().map(|l| l.owed.len() as u64).unwrap_or(0);
         OutboxInfo {
             mode: if self.durable { "disk" } else { "memory" },
+            id: self.id.clone(),
             dir: self.dir.clone(),
             pending,
             bytes: self.log().map_or(0, |l| l.size_bytes()),

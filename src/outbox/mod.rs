@@ -11,6 +11,7 @@
 //! <dir>/WATERMARK                   checkpoint: every seq below it is done
 //! <dir>/00000000000000000042.seg    segment whose first record has seq 42
 //! <dir>/dead-letters.jsonl          DeadLetterFile
+//! <dir>/OUTBOX_ID                   this outbox's id (16 hex digits): changes are `{id}:{seq}`
 //! ```
 //!
 //! Segment names are the zero-padded decimal seq of their first record, so they sort by
@@ -62,6 +63,7 @@
 
 mod dead_letter_file;
 mod error;
+pub mod identity;
 mod record;
 mod segment_log;
 

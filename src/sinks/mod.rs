@@ -98,6 +98,9 @@ pub struct SinkContext {
     pub replicator_id: String,
     pub host: Arc<dyn Host>,
     pub timeout_ms: u64,
+    /// The replicator's routes: a sink reads its per-destination settings from
+    /// `Route::options` (the keys it declared in [`SinkConfig::route_options`]).
+    pub routes: Vec<crate::config::Route>,
 }
 
 /// A driver's validated configuration.
@@ -125,6 +128,19 @@ impl SinkConfig {
         "planetscale",
         "turso",
     ];
+
+    /// Keys a destination object of this driver may carry besides the common ones (`resource`
+    /// / `table` / `collection`, `transform`, `actions`, `shouldReplicate`); they reach the sink
+    /// as `Route::options`. This is how a driver gets per-destination settings without the
+    /// engine knowing them.
+    pub fn route_options(driver: &str) -> &'static [&'static str] {
+        match driver {
+            "postgresql" | "postgres" | "mysql" | "mariadb" | "planetscale" | "turso" => {
+                &["primaryKey"]
+            }
+            _ => &[],
+        }
+    }
 
     pub fn parse(driver: &str, config: Value) -> Result<Self, ConfigError> {
         Ok(match driver {

@@ -92,8 +92,10 @@ pub fn change(op: Op, dest: &str, id: &str, data: Value) -> Change {
     if let Value::Object(m) = &mut data {
         m.entry("id").or_insert(json!(id));
     }
+    let seq = SEQ.fetch_add(1, SeqCst);
     Change {
-        seq: SEQ.fetch_add(1, SeqCst),
+        seq,
+        change_id: format!("0000000000000000:{seq}"),
         op,
         resource: "users".into(),
         dest: dest.into(),

@@ -100,6 +100,7 @@ mod tests {
     fn change(seq: u64, op: Op, dest: &str, id: &str, data: Value) -> Change {
         Change {
             seq,
+            change_id: format!("0000000000000000:{seq}"),
             op,
             resource: "users".into(),
             dest: dest.into(),

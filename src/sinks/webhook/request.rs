@@ -17,6 +17,9 @@ pub struct Payload<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub before: Option<&'a Value>,
     pub data: &'a Value,
+    /// The change's identity, in batch items only (a batch has one header for many changes).
+    #[serde(rename = "idempotencyKey", skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<&'a str>,
 }
 
 pub fn payload(c: &Change) -> Payload<'_> {
@@ -31,6 +34,7 @@ pub fn payload(c: &Change) -> Payload<'_> {
             None
         },
         data: &c.data,
+        idempotency_key: None,
     }
 }
 
@@ -45,37 +49,36 @@ struct BatchBody<'a> {
 
 pub fn batch_body(changes: &[Change]) -> Vec<u8> {
     serde_json::to_vec(&BatchBody {
-        batch: changes.iter().map(payload).collect(),
+        batch: changes
+            .iter()
+            .map(|c| Payload {
+                idempotency_key: Some(&c.change_id),
+                ..payload(c)
+            })
+            .collect(),
     })
     .unwrap_or_default()
 }
 
-/// A key a receiver can use to drop redeliveries: `{resource}:{id}:{instance}:{seq}`. The
-/// instance (random per engine) keeps keys of different processes apart. Resource and id are
-/// percent-encoded outside visible ASCII (and `%`), so any record id makes a valid header.
-pub fn idempotency_key(instance: &str, c: &Change) -> String {
-    format!(
-        "{}:{}:{instance}:{}",
-        header_safe(&c.dest),
-        header_safe(&c.id),
-        c.seq
-    )
+/// The `Idempotency-Key` of a one-change request: the change's identity, `{outbox id}:{seq}`
+/// (hex digits, `:` and decimal digits, so a valid header for any record id). It stays the same
+/// when the change is retried, replayed after a restart or re-sent from a dead letter.
+pub fn idempotency_key(c: &Change) -> &str {
+    &c.change_id
 }
 
-fn header_safe(s: &str) -> std::borrow::Cow<'_, str> {
-    let plain = |b: u8| b.is_ascii_graphic() && b != b'%';
-    if s.bytes().all(plain) {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for b in s.bytes() {
-        if plain(b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
+/// The `Idempotency-Key` of a batch request: `batch:` and a 64-bit FNV-1a hash (16 hex digits)
+/// of its items' keys, so the same changes in the same order always get the same key. Each
+/// item also carries its own `idempotencyKey`.
+pub fn batch_idempotency_key(changes: &[Change]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for c in changes {
+        for b in c.change_id.bytes().chain(std::iter::once(b'\n')) {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
         }
     }
-    std::borrow::Cow::Owned(out)
+    format!("batch:{hash:016x}")
 }
 
 #[cfg(test)]
@@ -86,15 +89,28 @@ mod tests {
     fn idempotency_keys_are_valid_header_values_for_any_id() {
         let mut c = change(Op::Inserted);
         c.id = "a\nb\u{0}c d%é".into();
-        let key = idempotency_key("i1", &c);
-        assert_eq!(key, format!("users:a%0Ab%00c%20d%25%C3%A9:i1:{}", c.seq));
-        assert!(reqwest::header::HeaderValue::from_str(&key).is_ok());
+        c.dest = "tab\tle".into();
+        assert_eq!(idempotency_key(&c), "0123456789abcdef:7");
+        assert!(reqwest::header::HeaderValue::from_str(idempotency_key(&c)).is_ok());
+    }
+
+    #[test]
+    fn a_batch_key_depends_on_its_changes_only() {
+        let a = change(Op::Inserted);
+        let mut b = change(Op::Updated);
+        b.change_id = "0123456789abcdef:8".into();
+        let key = batch_idempotency_key(&[a.clone(), b.clone()]);
+        assert_eq!(key, batch_idempotency_key(&[a.clone(), b.clone()]));
+        assert_ne!(key, batch_idempotency_key(&[a.clone()]));
+        assert_ne!(key, batch_idempotency_key(&[b, a]));
+        assert!(key.starts_with("batch:") && key.len() == 22);
     }
     use serde_json::json;
 
     fn change(op: Op) -> Change {
         Change {
             seq: 7,
+            change_id: "0123456789abcdef:7".into(),
             op,
             resource: "users".into(),
             dest: "users".into(),
@@ -132,9 +148,11 @@ mod tests {
                 .unwrap();
         assert_eq!(v["batch"].as_array().unwrap().len(), 2);
         assert_eq!(v["batch"][1]["action"], "update");
-        assert_eq!(
-            idempotency_key("ab12", &change(Op::Inserted)),
-            "users:u1:ab12:7"
+        assert_eq!(v["batch"][0]["idempotencyKey"], "0123456789abcdef:7");
+        let single: Value = serde_json::from_slice(&single_body(&change(Op::Inserted))).unwrap();
+        assert!(
+            single.get("idempotencyKey").is_none(),
+            "the header carries it"
         );
     }
 }

@@ -9,7 +9,7 @@ use reqwest::header::{
 use reqwest::{Client, Method};
 
 use super::config::{Auth, RetryStrategy, WebhookConfig};
-use super::request::{batch_body, idempotency_key, single_body, SOURCE};
+use super::request::{batch_body, batch_idempotency_key, idempotency_key, single_body, SOURCE};
 use super::retry::{classify_status, classify_transport};
 use crate::engine::{RetryPolicy, Strategy};
 use crate::error::{ConfigError, SinkError};
@@ -23,8 +23,6 @@ pub struct WebhookSink {
     config: WebhookConfig,
     client: Client,
     method: Method,
-    /// Random per sink instance, part of every `Idempotency-Key`.
-    instance: String,
     in_flight: tokio::sync::Semaphore,
 }
 
@@ -97,7 +95,6 @@ impl WebhookSink {
             config,
             client,
             method,
-            instance: format!("{:016x}", fastrand::u64(..)),
             in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
         })
     }
@@ -165,7 +162,7 @@ impl WebhookSink {
                 let r = self
                     .send_limited(
                         single_body(&batch[i]),
-                        idempotency_key(&self.instance, &batch[i]),
+                        idempotency_key(&batch[i]).to_owned(),
                     )
                     .await
                     .err();
@@ -211,13 +208,8 @@ impl Sink for WebhookSink {
             return Ok(BatchOutcome::Delivered);
         }
         if self.config.batch {
-            let key = format!(
-                "batch:{}:{}-{}",
-                self.instance,
-                batch[0].seq,
-                batch[batch.len() - 1].seq
-            );
-            self.send(batch_body(batch), key).await?;
+            self.send(batch_body(batch), batch_idempotency_key(batch))
+                .await?;
             return Ok(BatchOutcome::Delivered);
         }
         let results = self.send_each(batch).await;
