@@ -21,6 +21,8 @@ export { ReplicatorError };
 
 const CHANGE_EVENTS = ['inserted', 'updated', 'deleted'];
 const BACKPRESSURE_HOOKS = ['afterInsert', 'afterUpdate', 'afterDelete'];
+/** How often a held process checks whether it only waits for destinations that are down. */
+const OUTAGE_CHECK_MS = 1000;
 
 export class ReplicatorPlugin extends Plugin {
   constructor(options = {}) {
@@ -69,8 +71,20 @@ export class ReplicatorPlugin extends Plugin {
       (batch) => this._destinations.deliver(batch),
       (message) => this._onEngineMessage(message),
     );
+    // The outbox thread records delivered changes within one fsync interval; a process that
+    // ends sooner (a script that inserts and exits) records them here, so they are not
+    // replayed at the next start.
+    this._onExit = () => {
+      try {
+        this._engine?.checkpoint();
+      } catch {
+        // Nothing to do at exit: the changes are replayed, and writes are idempotent.
+      }
+    };
+    process.once('exit', this._onExit);
     // Changes accepted before a crash are being replayed: keep the process up until delivered.
-    const { replayed } = this._engine.outbox();
+    const { replayed, mode } = this._engine.outbox();
+    this._durable = mode === 'disk';
     if (replayed > 0) {
       this.logger?.info?.({ replayed }, 'ReplicatorPlugin: replaying undelivered changes from the outbox');
       this._holdOpen();
@@ -263,7 +277,12 @@ export class ReplicatorPlugin extends Plugin {
         context: { resourceName: resource.name, replicator: error.replicator, operation: 'schemaSync' },
       });
     }
-    for (const { event, ...payload } of events) this.emit(event, payload);
+    for (const { event, ...payload } of events) {
+      if (event === 'schema_sync_deferred') {
+        this.logger?.warn?.({ replicator: payload.replicator, table: payload.tableName, error: payload.error }, `ReplicatorPlugin: schema sync of '${payload.tableName}' waits for its destination (${payload.error}); it runs before the first write`);
+      }
+      this.emit(event, payload);
+    }
     return events;
   }
 
@@ -361,6 +380,13 @@ export class ReplicatorPlugin extends Plugin {
     if (c.state === 'open') {
       this.logger?.warn?.({ replicator: c.replicator, failures: c.failures, error: c.error }, `ReplicatorPlugin: destination of '${c.replicator}' is down; changes wait for it`);
       this.emit('plg:replicator:circuit-open', c);
+      // An outage is an error a listener must hear of, though no change has failed (yet).
+      const event = {
+        replicator: c.replicator, resourceName: null, operation: null, recordId: null,
+        error: `destination of '${c.replicator}' is down: ${c.error}`, code: 'ERR_SINK_UNAVAILABLE', attempts: c.failures ?? 0,
+      };
+      if (this.listenerCount('plg:replicator:error') > 0) this.emit('plg:replicator:error', event);
+      if (this.listenerCount('replicationError') > 0) this.emit('replicationError', event);
     } else {
       this.logger?.info?.({ replicator: c.replicator, downForMs: c.downForMs }, `ReplicatorPlugin: destination of '${c.replicator}' is back`);
       this.emit('plg:replicator:circuit-closed', c);
@@ -415,9 +441,24 @@ export class ReplicatorPlugin extends Plugin {
 
   // ---- lifecycle helpers ----
 
-  /** Keeps the process alive while changes are undelivered (the engine's handles are weak). */
+  /**
+   * Keeps the process alive while changes are undelivered (the engine's handles are weak).
+   * With the outbox on disk it does not wait for a destination that is down: once every
+   * undelivered change waits for one, the process may end (they are delivered after the
+   * next start), with a warning naming what is kept.
+   */
   _holdOpen() {
-    if (!this._keepAlive) this._keepAlive = setInterval(() => {}, 1 << 30);
+    if (this._keepAlive) return;
+    this._keepAlive = this._durable ? setInterval(() => this._releaseIfOnlyOutage(), OUTAGE_CHECK_MS) : setInterval(() => {}, 1 << 30);
+  }
+
+  _releaseIfOnlyOutage() {
+    const waiting = this._engine?.waitingOnOutage();
+    if (!waiting) return;
+    this._release();
+    const what = waiting.map((w) => `${w.queued} for '${w.replicator}'`).join(', ');
+    this.logger?.warn?.({ waiting, dir: this._engine.outbox().dir }, `ReplicatorPlugin: destinations are down; undelivered changes (${what}) are kept in the outbox and delivered when they are back or after the next start`);
+    this.emit('plg:replicator:kept', { waiting, dir: this._engine.outbox().dir });
   }
 
   /**
@@ -440,6 +481,7 @@ export class ReplicatorPlugin extends Plugin {
     if (!this._stopping) {
       this._stopping = (async () => {
         this._unfollowAll();
+        if (this._onExit) process.off('exit', this._onExit);
         if (this._engine) {
           const report = await this._engine.stop(this._native.timeout);
           if (!report.drained) this.logger?.warn?.({ abandoned: report.abandoned }, 'ReplicatorPlugin stopped before every change was delivered');

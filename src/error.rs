@@ -83,6 +83,9 @@ pub struct SinkError {
     pub message: String,
     /// The attempt ran out of time (reported as `ERR_TIMEOUT`).
     pub timed_out: bool,
+    /// The destination's schema does not match the resource (`ERR_SCHEMA`): with schema sync's
+    /// `onMismatch: 'error'` this, and only this, stops the plugin's installation.
+    pub schema_mismatch: bool,
 }
 
 impl SinkError {
@@ -91,6 +94,7 @@ impl SinkError {
             kind: ErrorKind::Retryable,
             message: message.into(),
             timed_out: false,
+            schema_mismatch: false,
         }
     }
     /// A timeout: retryable, reported with `ERR_TIMEOUT`.
@@ -105,6 +109,7 @@ impl SinkError {
             kind: ErrorKind::Permanent,
             message: message.into(),
             timed_out: false,
+            schema_mismatch: false,
         }
     }
     pub fn throttled(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
@@ -112,6 +117,14 @@ impl SinkError {
             kind: ErrorKind::Throttled { retry_after },
             message: message.into(),
             timed_out: false,
+            schema_mismatch: false,
+        }
+    }
+    /// A permanent error saying the destination's schema does not match (`ERR_SCHEMA`).
+    pub fn schema_mismatch(message: impl Into<String>) -> Self {
+        Self {
+            schema_mismatch: true,
+            ..Self::permanent(message)
         }
     }
     pub fn is_retryable(&self) -> bool {
@@ -120,6 +133,7 @@ impl SinkError {
     pub fn code(&self) -> ErrorCode {
         match self.kind {
             _ if self.timed_out => ErrorCode::Timeout,
+            _ if self.schema_mismatch => ErrorCode::Schema,
             ErrorKind::Permanent => ErrorCode::SinkRejected,
             _ => ErrorCode::SinkUnavailable,
         }

@@ -18,8 +18,10 @@ use serde_json::{json, Map, Value};
 use sqlx::{MySqlPool, PgPool, Row};
 
 use s3db_replicator::error::ErrorKind;
+use s3db_replicator::schema::parse_attributes;
 use s3db_replicator::schema::Dialect;
-use s3db_replicator::sinks::{mysql, postgres, Sink};
+use s3db_replicator::sinks::sql::KeyColumns;
+use s3db_replicator::sinks::{mysql, postgres, BatchOutcome, SchemaEvent, Sink};
 use sql_conformance::TestDb;
 
 fn pg_url() -> String {
@@ -54,13 +56,13 @@ impl TestDb for PgDb {
         Dialect::Postgres
     }
 
-    fn sink(&self, extra: Value) -> Arc<dyn Sink> {
+    fn sink_keyed(&self, extra: Value, keys: KeyColumns) -> Arc<dyn Sink> {
         let config: postgres::PostgresConfig = serde_json::from_value(merge(
             json!({ "connectionString": pg_url(), "connectionLimit": 4 }),
             extra,
         ))
         .unwrap();
-        postgres::build(&config.validated().unwrap()).unwrap()
+        postgres::build(&config.validated().unwrap(), keys).unwrap()
     }
 
     async fn exec(&self, sql: &str) {
@@ -82,7 +84,12 @@ impl TestDb for PgDb {
         rows.into_iter()
             .map(|(j,)| {
                 let m: Map<String, Value> = serde_json::from_str(&j).unwrap();
-                let id = match &m["id"] {
+                // Keyed by `id`, or by the first column (a table with another key column).
+                let id = match m
+                    .get("id")
+                    .or_else(|| m.values().next())
+                    .unwrap_or(&Value::Null)
+                {
                     Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
@@ -125,7 +132,7 @@ impl TestDb for MyDb {
         Dialect::MySql
     }
 
-    fn sink(&self, extra: Value) -> Arc<dyn Sink> {
+    fn sink_keyed(&self, extra: Value, keys: KeyColumns) -> Arc<dyn Sink> {
         if self.planetscale {
             // The dashboard's shape: host / username / password, TLS off for the local server.
             let u = reqwest::Url::parse(&mysql_url()).unwrap();
@@ -135,14 +142,14 @@ impl TestDb for MyDb {
             });
             let config: mysql::PlanetScaleConfig =
                 serde_json::from_value(merge(base, extra)).unwrap();
-            mysql::build_planetscale(&config.validated().unwrap()).unwrap()
+            mysql::build_planetscale(&config.validated().unwrap(), keys).unwrap()
         } else {
             let config: mysql::MySqlConfig = serde_json::from_value(merge(
                 json!({ "connectionString": mysql_url(), "connectionLimit": 4 }),
                 extra,
             ))
             .unwrap();
-            mysql::build(&config.validated().unwrap()).unwrap()
+            mysql::build(&config.validated().unwrap(), keys).unwrap()
         }
     }
 
@@ -221,7 +228,12 @@ impl TestDb for MyDb {
                 };
                 m.insert(c.clone(), v);
             }
-            let id = match &m["id"] {
+            // Keyed by `id`, or by the first column (a table with another key column).
+            let id = match m
+                .get("id")
+                .or_else(|| m.values().next())
+                .unwrap_or(&Value::Null)
+            {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
@@ -289,9 +301,9 @@ async fn unreachable_servers_fail_retryably_without_leaking_the_password() {
     .unwrap();
     let started = std::time::Instant::now();
     let sinks = [
-        postgres::build(&pg.validated().unwrap()).unwrap(),
-        mysql::build(&my.validated().unwrap()).unwrap(),
-        mysql::build_planetscale(&ps.validated().unwrap()).unwrap(),
+        postgres::build(&pg.validated().unwrap(), Default::default()).unwrap(),
+        mysql::build(&my.validated().unwrap(), Default::default()).unwrap(),
+        mysql::build_planetscale(&ps.validated().unwrap(), Default::default()).unwrap(),
     ];
     assert!(
         started.elapsed() < std::time::Duration::from_millis(100),
@@ -321,7 +333,7 @@ async fn wrong_credentials_are_reported_without_the_password() {
         "host": u.host_str().unwrap(), "port": u.port().unwrap_or(3306), "user": "no_such_user_x", "password": "hunter2", "database": "test"
     }))
     .unwrap();
-    let e = mysql::build(&my.validated().unwrap())
+    let e = mysql::build(&my.validated().unwrap(), Default::default())
         .unwrap()
         .healthcheck()
         .await
@@ -330,7 +342,7 @@ async fn wrong_credentials_are_reported_without_the_password() {
     assert_eq!(e.kind, ErrorKind::Permanent, "{e}");
     let pg: postgres::PostgresConfig =
         serde_json::from_value(json!({ "connectionString": pg_url(), "database": "no_such_database_x", "password": "hunter2" })).unwrap();
-    let e = postgres::build(&pg.validated().unwrap())
+    let e = postgres::build(&pg.validated().unwrap(), Default::default())
         .unwrap()
         .healthcheck()
         .await
@@ -551,4 +563,96 @@ async fn log_tables_of_the_original_drivers_keep_working() {
                 .await;
         }
     }
+}
+
+/// Forwards connections on `port` to `target` from now on (the server "comes back").
+async fn proxy(port: u16, target: String) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A server that is down when the plugin starts: without schemaSync nothing is asked of it;
+/// with schemaSync the sync is deferred (an event naming the real cause, not "pool timed
+/// out"), writes fail retryably with that cause, and once the server answers the first write
+/// runs the sync (creating the table) and is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_sync_waits_for_a_server_that_is_down() {
+    let port = free_port();
+    let real = reqwest::Url::parse(&pg_url()).unwrap();
+    let mut url = real.clone();
+    url.set_port(Some(port)).unwrap();
+    let t = sql_conformance::table("later");
+    let config = |sync: bool| {
+        let c: postgres::PostgresConfig = serde_json::from_value(json!({
+            "connectionString": url.as_str(), "ssl": false, "connectionTimeoutMillis": 500,
+            "schemaSync": { "enabled": sync }
+        }))
+        .unwrap();
+        postgres::build(&c.validated().unwrap(), Default::default()).unwrap()
+    };
+    let attrs = parse_attributes(&json!({ "name": "string" }));
+    let started = std::time::Instant::now();
+    assert!(config(false)
+        .sync_schema(&t, &attrs)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(started.elapsed() < std::time::Duration::from_millis(200));
+
+    let sink = config(true);
+    let events = sink.sync_schema(&t, &attrs).await.unwrap();
+    let [SchemaEvent::SchemaSyncDeferred { table_name, error }] = events.as_slice() else {
+        panic!("{events:?}")
+    };
+    assert_eq!(table_name, &t);
+    assert!(
+        error.to_lowercase().contains("refused"),
+        "the real cause: {error}"
+    );
+    let e = sink
+        .write_batch(&[sql_conformance::ins(&t, "a", json!({ "name": "x" }))])
+        .await
+        .unwrap_err();
+    assert!(
+        e.is_retryable() && e.message.to_lowercase().contains("refused"),
+        "{e}"
+    );
+
+    let server = proxy(
+        port,
+        format!(
+            "{}:{}",
+            real.host_str().unwrap(),
+            real.port().unwrap_or(5432)
+        ),
+    )
+    .await;
+    let outcome = sink
+        .write_batch(&[sql_conformance::ins(&t, "a", json!({ "name": "x" }))])
+        .await
+        .unwrap();
+    assert!(matches!(outcome, BatchOutcome::Delivered), "{outcome:?}");
+    let db = pg().await;
+    assert_eq!(db.rows(&t).await["a"]["name"], "x");
+    db.exec(&format!("DROP TABLE \"{t}\"")).await;
+    server.abort();
 }

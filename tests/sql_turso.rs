@@ -24,6 +24,7 @@ use s3db_replicator::engine::OutcomeStatus;
 use s3db_replicator::error::ErrorKind;
 use s3db_replicator::event::{Change, Op};
 use s3db_replicator::schema::parse_attributes;
+use s3db_replicator::sinks::sql::KeyColumns;
 use s3db_replicator::sinks::turso::{self, TursoConfig};
 use s3db_replicator::sinks::{BatchOutcome, SchemaEvent, Sink};
 
@@ -159,7 +160,11 @@ impl Db {
     }
 
     fn sink(&self, extra: Json) -> Arc<dyn Sink> {
-        turso::build(&self.config(extra)).unwrap()
+        self.sink_keyed(extra, Default::default())
+    }
+
+    fn sink_keyed(&self, extra: Json, keys: KeyColumns) -> Arc<dyn Sink> {
+        turso::build(&self.config(extra), keys).unwrap()
     }
 
     async fn exec(&self, sql: &str) {
@@ -267,8 +272,8 @@ impl sql_conformance::TestDb for Db {
         s3db_replicator::schema::Dialect::Sqlite
     }
 
-    fn sink(&self, extra: Json) -> Arc<dyn Sink> {
-        Db::sink(self, extra)
+    fn sink_keyed(&self, extra: Json, keys: KeyColumns) -> Arc<dyn Sink> {
+        Db::sink_keyed(self, extra, keys)
     }
 
     async fn exec(&self, sql: &str) {
@@ -289,7 +294,8 @@ impl sql_conformance::TestDb for Db {
             let mut key = String::new();
             for (i, (name, declared)) in cols.iter().enumerate() {
                 let v = row.get_value(i as i32).unwrap();
-                if name.eq_ignore_ascii_case("id") {
+                // Keyed by `id`, or by the first column (a table with another key column).
+                if name.eq_ignore_ascii_case("id") || (i == 0 && key.is_empty()) {
                     key = match &v {
                         Value::Text(s) => s.clone(),
                         Value::Integer(n) => n.to_string(),
@@ -1186,7 +1192,7 @@ async fn building_never_connects_and_unreachable_destinations_are_retryable() {
             .validated()
             .unwrap();
         let started = std::time::Instant::now();
-        let sink = turso::build(&cfg).unwrap();
+        let sink = turso::build(&cfg, Default::default()).unwrap();
         assert!(
             started.elapsed() < Duration::from_millis(200),
             "build must not block"

@@ -634,6 +634,34 @@ impl Engine {
         self.shared.pending()
     }
 
+    /// When every undelivered change waits for a destination that is down (its circuit is not
+    /// closed), the replicators they wait for and how many each holds; `None` while anything
+    /// else is in progress. The host then need not stay up for them when the outbox is on disk:
+    /// they are delivered when the destination is back, or after the next start.
+    pub fn waiting_on_outage(&self) -> Option<Vec<(String, u64)>> {
+        if self.shared.intake() > 0 {
+            return None;
+        }
+        let mut waiting = Vec::new();
+        for r in &self.shared.replicators {
+            let queued = r.queued();
+            if queued == 0 {
+                continue;
+            }
+            if r.breaker.is_closed() {
+                return None;
+            }
+            waiting.push((r.id.clone(), queued));
+        }
+        (!waiting.is_empty()).then_some(waiting)
+    }
+
+    /// Records in the outbox, now, which changes are settled (the host calls it as the process
+    /// exits, so delivered changes are not replayed at the next start).
+    pub fn checkpoint(&self) -> u64 {
+        self.shared.outbox.checkpoint()
+    }
+
     /// Checks every destination; `(replicator id, error)` for each that failed.
     pub async fn healthcheck(&self) -> Vec<(String, String)> {
         let mut bad = Vec::new();

@@ -12,15 +12,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::config::OutboxConfig;
 use crate::outbox::{Entry, EntryRef, LogOptions, OutboxError, SegmentLog};
-
-/// How often the watermark is persisted and done segments deleted, at most.
-const COMPACT_EVERY: Duration = Duration::from_millis(200);
 
 pub(crate) struct Outbox {
     /// Taken on `close()`, which releases the directory's lock for a next plugin instance.
@@ -220,7 +217,6 @@ impl Outbox {
             .spawn(move || {
                 let mut synced = 0;
                 let mut compacted = 0;
-                let mut last_compact = Instant::now();
                 loop {
                     let stopping = stop.load(SeqCst);
                     let n = appended.load(Relaxed);
@@ -230,19 +226,16 @@ impl Outbox {
                             tracing::error!(message = "Outbox fsync failed.", %error);
                         }
                     }
-                    if stopping || last_compact.elapsed() >= COMPACT_EVERY {
-                        // Read next_seq first: a change accepted after this is above it anyway.
-                        let next = next_seq.load(SeqCst);
-                        let mark = ledger.lock().map_or(0, |l| l.watermark(next));
-                        if mark > compacted {
-                            match log.compact(mark) {
-                                Ok(_) => compacted = mark,
-                                Err(error) => {
-                                    tracing::warn!(message = "Outbox compaction failed.", %error)
-                                }
+                    // What is settled is recorded as settled within one tick, so a process that
+                    // ends right after its deliveries does not replay them at the next start.
+                    let mark = watermark(&ledger, &next_seq);
+                    if mark > compacted {
+                        match log.compact(mark) {
+                            Ok(_) => compacted = mark,
+                            Err(error) => {
+                                tracing::warn!(message = "Outbox compaction failed.", %error)
                             }
                         }
-                        last_compact = Instant::now();
                     }
                     if stopping {
                         break;
@@ -258,6 +251,19 @@ impl Outbox {
             }
             Err(error) => tracing::error!(message = "Could not start the outbox thread.", %error),
         }
+    }
+
+    /// Persists the watermark now, on the caller's thread (the host's exit hook: the outbox
+    /// thread may not get another tick before the process ends). Returns the watermark.
+    pub fn checkpoint(&self) -> u64 {
+        let Some(log) = self.log() else {
+            return 0;
+        };
+        let mark = watermark(&self.ledger, &self.next_seq);
+        if let Err(error) = log.sync().and_then(|()| log.compact(mark).map(|_| ())) {
+            tracing::warn!(message = "Outbox checkpoint failed.", %error);
+        }
+        mark
     }
 
     /// Final fsync and compaction; the log stays usable for appends (none come after stop).
@@ -297,6 +303,13 @@ impl Drop for Outbox {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// The current watermark: every change below it is settled.
+fn watermark(ledger: &Mutex<Ledger>, next_seq: &AtomicU64) -> u64 {
+    // Read next_seq first: a change accepted after this is above it anyway.
+    let next = next_seq.load(SeqCst);
+    ledger.lock().map_or(0, |l| l.watermark(next))
 }
 
 /// Which accepted changes are still owed to some destination.

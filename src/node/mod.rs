@@ -193,6 +193,29 @@ impl ReplicationEngine {
         v
     }
 
+    /// `[{ replicator, queued }]` when every undelivered change waits for a destination that
+    /// is down; `null` while anything else is in progress.
+    #[napi(
+        catch_unwind,
+        ts_return_type = "Array<{ replicator: string, queued: number }> | null"
+    )]
+    pub fn waiting_on_outage(&self) -> Value {
+        match self.engine.waiting_on_outage() {
+            None => Value::Null,
+            Some(list) => Value::Array(
+                list.into_iter()
+                    .map(|(replicator, queued)| json!({ "replicator": replicator, "queued": queued }))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Persists the outbox watermark synchronously (for the host's `process.on('exit')`).
+    #[napi(catch_unwind)]
+    pub fn checkpoint(&self) -> f64 {
+        self.engine.checkpoint() as f64
+    }
+
     #[napi]
     pub fn saturated(&self) -> bool {
         self.engine.saturated()
@@ -294,11 +317,7 @@ impl ReplicationEngine {
                 json!({ "events": events })
             }
             Err((replicator, e)) => {
-                let code = if e.is_retryable() {
-                    ErrorCode::SinkUnavailable
-                } else {
-                    ErrorCode::Schema
-                };
+                let code = e.code();
                 json!({ "events": [], "error": { "code": code.as_str(), "message": format!("replicator '{replicator}': {}", e.message), "replicator": replicator } })
             }
         }

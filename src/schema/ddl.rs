@@ -56,11 +56,21 @@ impl SchemaDiff {
     }
 }
 
-/// `CREATE TABLE IF NOT EXISTS` with `id` as primary key and one column per attribute.
+/// `CREATE TABLE IF NOT EXISTS` with the key column (`id`, or the destination's `primaryKey`)
+/// as primary key and one column per attribute.
 pub fn create_table(d: Dialect, table: &str, schema: &ResourceSchema) -> Result<String, String> {
     Dialect::validate_ident(table.rsplit('.').next().unwrap_or(table))?;
-    let mut cols = vec![format!("{} {} PRIMARY KEY", d.quote("id"), d.id_type())];
-    for a in &schema.attributes {
+    Dialect::validate_ident(schema.key())?;
+    let mut cols = vec![format!(
+        "{} {} PRIMARY KEY",
+        d.quote(schema.key()),
+        d.id_type()
+    )];
+    for a in schema
+        .attributes
+        .iter()
+        .filter(|a| !a.name.eq_ignore_ascii_case(schema.key()))
+    {
         Dialect::validate_ident(&a.name)?;
         let not_null = if a.required { " NOT NULL" } else { "" };
         cols.push(format!(
@@ -171,7 +181,12 @@ pub fn infer_attribute(name: &str, value: &serde_json::Value) -> Attribute {
 /// Compares a schema with a live table's columns (case-insensitive names).
 pub fn diff(d: Dialect, schema: &ResourceSchema, live: &[LiveColumn]) -> SchemaDiff {
     let mut out = SchemaDiff::default();
-    for a in &schema.attributes {
+    let key = schema.key();
+    for a in schema
+        .attributes
+        .iter()
+        .filter(|a| !a.name.eq_ignore_ascii_case(key))
+    {
         let wanted = d.column_type(a);
         match live.iter().find(|c| c.name.eq_ignore_ascii_case(&a.name)) {
             None => out.missing.push((a.name.clone(), wanted)),
@@ -183,7 +198,7 @@ pub fn diff(d: Dialect, schema: &ResourceSchema, live: &[LiveColumn]) -> SchemaD
         }
     }
     for c in live {
-        if !c.name.eq_ignore_ascii_case("id")
+        if !c.name.eq_ignore_ascii_case(key)
             && !schema
                 .attributes
                 .iter()

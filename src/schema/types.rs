@@ -29,10 +29,21 @@ pub struct Attribute {
     pub max_length: Option<u32>,
 }
 
-/// The columns a source resource implies, `id` excluded (every table has it as primary key).
+/// The columns a source resource implies, `id` excluded (every table has the record id as
+/// primary key).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ResourceSchema {
     pub attributes: Vec<Attribute>,
+    /// The table's key column, which holds the record id (a destination's `primaryKey`);
+    /// `None` is `id`.
+    pub key: Option<String>,
+}
+
+impl ResourceSchema {
+    /// The key column: `id` unless the destination names another.
+    pub fn key(&self) -> &str {
+        self.key.as_deref().unwrap_or("id")
+    }
 }
 
 /// Parses `resource.attributes` as s3db.js holds it. Keys starting with `$$` (validator
@@ -48,7 +59,10 @@ pub fn parse_attributes(attributes: &Value) -> ResourceSchema {
         })
         .map(|(name, def)| parse_one(name, def))
         .collect();
-    ResourceSchema { attributes }
+    ResourceSchema {
+        attributes,
+        key: None,
+    }
 }
 
 fn parse_one(name: &str, def: &Value) -> Attribute {

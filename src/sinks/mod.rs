@@ -51,6 +51,10 @@ pub enum SchemaEvent {
     /// A mismatch with `onMismatch: 'warn'`.
     #[serde(rename_all = "camelCase")]
     SchemaMismatch { table_name: String, message: String },
+    /// `schema_sync_deferred { tableName, error }`: the destination could not be reached (or
+    /// refused the catalog queries); the sync runs before the first write to the table instead.
+    #[serde(rename_all = "camelCase")]
+    SchemaSyncDeferred { table_name: String, error: String },
 }
 
 /// The result of a batch write that did not fail as a whole.
@@ -168,10 +172,10 @@ impl SinkConfig {
         Ok(match self {
             Self::S3db(c) => Arc::new(s3db::S3dbSink::new(c.clone(), ctx)),
             Self::Webhook(c) => Arc::new(webhook::WebhookSink::new(c.clone())?),
-            Self::Postgres(c) => postgres::build(c)?,
-            Self::MySql(c) => mysql::build(c)?,
-            Self::PlanetScale(c) => mysql::build_planetscale(c)?,
-            Self::Turso(c) => turso::build(c)?,
+            Self::Postgres(c) => postgres::build(c, sql::key_columns(&ctx.routes)?)?,
+            Self::MySql(c) => mysql::build(c, sql::key_columns(&ctx.routes)?)?,
+            Self::PlanetScale(c) => mysql::build_planetscale(c, sql::key_columns(&ctx.routes)?)?,
+            Self::Turso(c) => turso::build(c, sql::key_columns(&ctx.routes)?)?,
         })
     }
 

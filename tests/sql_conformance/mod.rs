@@ -19,6 +19,7 @@ use s3db_replicator::engine::OutcomeStatus;
 use s3db_replicator::error::ErrorKind;
 use s3db_replicator::event::{Change, Op};
 use s3db_replicator::schema::{self, parse_attributes, Dialect};
+use s3db_replicator::sinks::sql::KeyColumns;
 use s3db_replicator::sinks::{BatchOutcome, SchemaEvent, Sink};
 
 /// One destination database as the suite sees it.
@@ -27,7 +28,11 @@ pub trait TestDb: Send + Sync {
     fn dialect(&self) -> Dialect;
     /// A sink of the driver under test with `extra` (e.g. `schemaSync`, `logTable`) merged
     /// into its connection config.
-    fn sink(&self, extra: Value) -> Arc<dyn Sink>;
+    fn sink(&self, extra: Value) -> Arc<dyn Sink> {
+        self.sink_keyed(extra, KeyColumns::new())
+    }
+    /// `sink`, with tables whose key column is not `id` (`primaryKey`).
+    fn sink_keyed(&self, extra: Value, keys: KeyColumns) -> Arc<dyn Sink>;
     /// Runs raw SQL (hand-made tables, cleanup); panics on failure.
     async fn exec(&self, sql: &str);
     /// Every row of `table` by its `id` (as text), values typed: JSON columns parsed,
@@ -71,6 +76,7 @@ macro_rules! sql_conformance_suite {
             log_table_gets_one_row_per_operation,
             missing_table_without_schema_sync_fails_each_record,
             several_tables_in_one_batch,
+            another_key_column,
             many_rows_and_columns,
             healthcheck_passes,
         );
@@ -665,6 +671,61 @@ pub async fn schema_sync_validate_only(db: &dyn TestDb) {
     .await;
     assert_eq!(db.rows(&t).await["a"]["on"], true);
     drop(db, &[&t]).await;
+}
+
+/// A table whose key column is not `id` (`primaryKey: 'order_id'`): a hand-made one takes
+/// upserts and deletes by that column (no `id` column is added), and schema sync creates one
+/// keyed by it.
+pub async fn another_key_column(db: &dyn TestDb) {
+    let d = db.dialect();
+    let t = table("orders");
+    let keyed = |t: &str| KeyColumns::from([(t.to_string(), "order_id".to_string())]);
+    let mut schema = parse_attributes(&json!({ "total": "number" }));
+    schema.key = Some("order_id".into());
+    db.exec(&schema::create_table(d, &t, &schema).unwrap())
+        .await;
+    let sink = db.sink_keyed(alter(), keyed(&t));
+    assert!(sink
+        .sync_schema(&t, &parse_attributes(&json!({ "total": "number" })))
+        .await
+        .unwrap()
+        .is_empty());
+    delivered(
+        &*sink,
+        &[
+            ins(&t, "o1", json!({ "total": 5 })),
+            ins(&t, "o2", json!({ "total": 7 })),
+        ],
+    )
+    .await;
+    delivered(
+        &*sink,
+        &[upd(&t, "o1", json!({ "total": 6 })), del(&t, "o2")],
+    )
+    .await;
+    let rows = db.rows(&t).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(num(&rows["o1"]["total"]), 6.0);
+    let cols = db.columns(&t).await.unwrap();
+    assert!(
+        !cols.iter().any(|c| c.eq_ignore_ascii_case("id")),
+        "no id column added: {cols:?}"
+    );
+
+    // Created by schema sync with the key column.
+    let t2 = table("orders_new");
+    let sink = db.sink_keyed(alter(), keyed(&t2));
+    sink.sync_schema(&t2, &parse_attributes(&json!({ "total": "number" })))
+        .await
+        .unwrap();
+    delivered(&*sink, &[ins(&t2, "o9", json!({ "total": 1 }))]).await;
+    let mut cols = db.columns(&t2).await.unwrap();
+    cols.sort();
+    assert_eq!(cols, ["order_id", "total"]);
+    assert_eq!(num(&db.rows(&t2).await["o9"]["total"]), 1.0);
+    for t in [t, t2] {
+        db.exec(&schema::drop_table(d, &t)).await;
+    }
 }
 
 pub async fn hand_made_table_with_extra_columns(db: &dyn TestDb) {

@@ -76,7 +76,7 @@ pub(crate) fn plan_statements_with(
         let t = d.quote_table(&tw.table);
         let live = columns.get(&tw.table).unwrap_or(&empty);
         let idx = ColumnIndex::new(live);
-        for g in group_rows(&tw.upserts, &idx) {
+        for g in group_rows(&tw.upserts, &tw.key, &idx) {
             let kinds: Vec<ColKind> = g.columns.iter().map(|c| kind_of(idx.type_of(c))).collect();
             let rows: Vec<Vec<Param>> = g
                 .rows
@@ -116,7 +116,7 @@ pub(crate) fn plan_statements_with(
             }
         }
         if !tw.deletes.is_empty() {
-            let id = d.quote(&idx.resolve("id"));
+            let id = d.quote(&idx.resolve(&tw.key));
             let rows = tw
                 .deletes
                 .iter()
@@ -254,6 +254,10 @@ impl SqlBackend for MySqlBackend {
         Dialect::MySql
     }
 
+    async fn connect_error(&self) -> Option<String> {
+        crate::sinks::sql::connect_error(self.pool.connect_options().as_ref()).await
+    }
+
     async fn ping(&self) -> Result<(), SinkError> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
@@ -373,6 +377,7 @@ mod tests {
     fn upserts_deletes_and_log_rows() {
         let plan = WritePlan {
             tables: vec![TableWrite {
+                key: "id".into(),
                 table: "we`ird".into(),
                 upserts: vec![
                     (
@@ -454,6 +459,7 @@ mod tests {
         let deletes: Vec<String> = (0..70_000).map(|i| format!("d{i}")).collect();
         let plan = WritePlan {
             tables: vec![TableWrite {
+                key: "id".into(),
                 table: "t".into(),
                 upserts,
                 deletes,
@@ -488,6 +494,7 @@ mod tests {
     fn id_only_rows_and_mariadb_json_columns() {
         let plan = WritePlan {
             tables: vec![TableWrite {
+                key: "id".into(),
                 table: "t".into(),
                 upserts: vec![("a".into(), obj(json!({})))],
                 deletes: vec![],

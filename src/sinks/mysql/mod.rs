@@ -15,7 +15,7 @@ pub use retry::classify;
 
 use crate::error::ConfigError;
 use crate::sinks::postgres::pool_options;
-use crate::sinks::sql::SqlSink;
+use crate::sinks::sql::{KeyColumns, SqlSink};
 use crate::sinks::Sink;
 
 fn sink(
@@ -23,32 +23,36 @@ fn sink(
     limit: u32,
     timeout_ms: u64,
     config: (&crate::sinks::sql::SchemaSyncConfig, &Option<String>),
+    keys: KeyColumns,
 ) -> Arc<dyn Sink> {
     let pool = pool_options::<sqlx::MySql>(limit, timeout_ms).connect_lazy_with(options);
-    Arc::new(SqlSink::new(
-        MySqlBackend::new(pool),
-        config.0.clone(),
-        config.1.clone(),
-    ))
+    Arc::new(
+        SqlSink::new(MySqlBackend::new(pool), config.0.clone(), config.1.clone()).with_keys(keys),
+    )
 }
 
 /// Builds a `mysql` / `mariadb` sink. The pool connects lazily: an unreachable server fails
 /// writes (retryably) and the healthcheck, never the build.
-pub fn build(config: &MySqlConfig) -> Result<Arc<dyn Sink>, ConfigError> {
+pub fn build(config: &MySqlConfig, keys: KeyColumns) -> Result<Arc<dyn Sink>, ConfigError> {
     Ok(sink(
         config.connect_options()?,
         config.connection_limit,
         config.connect_timeout,
         (&config.schema_sync, &config.log_table),
+        keys,
     ))
 }
 
 /// Builds a `planetscale` sink (lazily connected, like [`build`]).
-pub fn build_planetscale(config: &PlanetScaleConfig) -> Result<Arc<dyn Sink>, ConfigError> {
+pub fn build_planetscale(
+    config: &PlanetScaleConfig,
+    keys: KeyColumns,
+) -> Result<Arc<dyn Sink>, ConfigError> {
     Ok(sink(
         config.connect_options()?,
         config.connection_limit,
         config.connect_timeout,
         (&config.schema_sync, &config.log_table),
+        keys,
     ))
 }

@@ -101,9 +101,10 @@ pub(crate) struct RowGroup {
 /// the given fields did) instead of setting it to NULL.
 pub(crate) fn group_rows(
     upserts: &[(String, Map<String, Value>)],
+    key: &str,
     idx: &ColumnIndex<'_>,
 ) -> Vec<RowGroup> {
-    let id_col = idx.resolve("id");
+    let id_col = idx.resolve(key);
     let mut groups: Vec<RowGroup> = Vec::new();
     let mut by_sig: HashMap<Vec<String>, usize> = HashMap::new();
     for (id, row) in upserts {
@@ -173,7 +174,7 @@ pub(crate) fn plan_statements(
         let t = d.quote_table(&tw.table);
         let live = columns.get(&tw.table).unwrap_or(&empty);
         let idx = ColumnIndex::new(live);
-        for mut g in group_rows(&tw.upserts, &idx) {
+        for mut g in group_rows(&tw.upserts, &tw.key, &idx) {
             // Epoch milliseconds into DATE / TIMESTAMP columns (PostgreSQL reads ISO 8601 text).
             for row in &mut g.rows {
                 for (col, v) in row.iter_mut() {
@@ -210,9 +211,9 @@ pub(crate) fn plan_statements(
             });
         }
         if !tw.deletes.is_empty() {
-            let id_col = idx.resolve("id");
+            let id_col = idx.resolve(&tw.key);
             let id = d.quote(&id_col);
-            // The ids are typed by the table's own `id` column, whatever its type.
+            // The ids are typed by the table's own key column, whatever its type.
             let keys = tw
                 .deletes
                 .iter()
@@ -303,6 +304,10 @@ impl SqlBackend for PgBackend {
         Dialect::Postgres
     }
 
+    async fn connect_error(&self) -> Option<String> {
+        crate::sinks::sql::connect_error(self.pool.connect_options().as_ref()).await
+    }
+
     async fn ping(&self) -> Result<(), SinkError> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
@@ -387,6 +392,7 @@ mod tests {
     fn upserts_are_one_statement_per_column_set_with_quoted_identifiers() {
         let plan = WritePlan {
             tables: vec![TableWrite {
+                key: "id".into(),
                 table: "we\"ird".into(),
                 upserts: vec![
                     (
@@ -482,6 +488,7 @@ mod tests {
         let idx = ColumnIndex::new(&live);
         let g = group_rows(
             &[("a".into(), obj(json!({ "id": "a", "name": 1, "NAME": 2 })))],
+            "id",
             &idx,
         );
         assert_eq!(g[0].rows[0]["name"], json!(1));
@@ -493,6 +500,7 @@ mod tests {
     fn epoch_millis_become_timestamps_and_schema_tables_are_split() {
         let plan = WritePlan {
             tables: vec![TableWrite {
+                key: "id".into(),
                 table: "analytics.t".into(),
                 upserts: vec![("a".into(), obj(json!({ "at": 0, "n": 5 })))],
                 deletes: vec![],

@@ -20,19 +20,22 @@ pub(crate) use config::{
 pub(crate) use retry::classify_client;
 
 use crate::error::ConfigError;
-use crate::sinks::sql::SqlSink;
+use crate::sinks::sql::{KeyColumns, SqlSink};
 use crate::sinks::Sink;
 
 /// Builds the sink. The pool connects lazily: an unreachable server fails writes (retryably)
 /// and the healthcheck, never the build.
-pub fn build(config: &PostgresConfig) -> Result<Arc<dyn Sink>, ConfigError> {
+pub fn build(config: &PostgresConfig, keys: KeyColumns) -> Result<Arc<dyn Sink>, ConfigError> {
     let options = config.connect_options()?;
     let pool =
         pool_options::<sqlx::Postgres>(config.connection_limit, config.connection_timeout_millis)
             .connect_lazy_with(options);
-    Ok(Arc::new(SqlSink::new(
-        PgBackend::new(pool),
-        config.schema_sync.clone(),
-        config.log_table.clone(),
-    )))
+    Ok(Arc::new(
+        SqlSink::new(
+            PgBackend::new(pool),
+            config.schema_sync.clone(),
+            config.log_table.clone(),
+        )
+        .with_keys(keys),
+    ))
 }

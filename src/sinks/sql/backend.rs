@@ -26,4 +26,31 @@ pub trait SqlBackend: Send + Sync + 'static {
     /// `columns` holds the live column types of every table in the plan.
     async fn apply(&self, plan: &WritePlan, columns: &TableColumns) -> Result<(), SinkError>;
     async fn close(&self) {}
+    /// Why a fresh connection to the server fails, if it does: a pool that timed out waiting
+    /// for a connection does not say (connection refused? bad password?), this does.
+    async fn connect_error(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Opens (and closes) one connection outside the pool, with a short deadline, and returns why
+/// it failed, credentials redacted; `None` when it succeeds.
+pub(crate) async fn connect_error<O>(options: &O) -> Option<String>
+where
+    O: sqlx::ConnectOptions,
+    O::Connection: Sized,
+{
+    use sqlx::Connection;
+    const DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+    match tokio::time::timeout(DEADLINE, options.connect()).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            None
+        }
+        Ok(Err(e)) => Some(crate::error::redact(&e.to_string())),
+        Err(_) => Some(format!(
+            "connecting took longer than {} s",
+            DEADLINE.as_secs()
+        )),
+    }
 }

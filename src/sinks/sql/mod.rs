@@ -7,7 +7,8 @@ mod plan;
 mod schema_sync;
 mod sink;
 
+pub(crate) use backend::connect_error;
 pub use backend::{SqlBackend, TableColumns};
 pub use plan::{plan_batch, LogRow, TableWrite, WritePlan};
 pub use schema_sync::{OnMismatch, SchemaStrategy, SchemaSyncConfig};
-pub use sink::SqlSink;
+pub use sink::{key_columns, KeyColumns, SqlSink};

@@ -11,19 +11,21 @@ use crate::event::{Change, Op};
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableWrite {
     pub table: String,
-    /// `(id, row)` in batch order; every row has `id`.
+    /// The key column: `id`, or the destination's `primaryKey`. It holds the record id.
+    pub key: String,
+    /// `(id, row)` in batch order; every row has the key column.
     pub upserts: Vec<(String, Map<String, Value>)>,
     pub deletes: Vec<String>,
 }
 
 impl TableWrite {
-    /// Columns of the upsert: the union of the rows' keys, `id` first.
+    /// Columns of the upsert: the union of the rows' keys, the key column first.
     pub fn columns(&self) -> Vec<String> {
         let mut set = BTreeSet::new();
         for (_, row) in &self.upserts {
-            set.extend(row.keys().filter(|k| k.as_str() != "id").cloned());
+            set.extend(row.keys().filter(|k| **k != self.key).cloned());
         }
-        std::iter::once("id".to_string()).chain(set).collect()
+        std::iter::once(self.key.clone()).chain(set).collect()
     }
 }
 
@@ -45,7 +47,13 @@ pub struct WritePlan {
 }
 
 /// Builds the plan for `changes` (indexes into the batch are preserved by the caller).
-pub fn plan_batch(changes: &[&Change], log_table: Option<&str>) -> WritePlan {
+/// `key_of(table)` is the table's key column; where it is not `id`, the record id goes into
+/// it and the row has no `id` field.
+pub fn plan_batch<'k>(
+    changes: &[&Change],
+    log_table: Option<&str>,
+    key_of: impl Fn(&str) -> &'k str,
+) -> WritePlan {
     let mut tables: Vec<TableWrite> = Vec::new();
     // The last change of each (table, id) wins.
     let mut last = std::collections::HashMap::new();
@@ -61,6 +69,7 @@ pub fn plan_batch(changes: &[&Change], log_table: Option<&str>) -> WritePlan {
             None => {
                 tables.push(TableWrite {
                     table: c.dest.clone(),
+                    key: key_of(&c.dest).to_string(),
                     upserts: Vec::new(),
                     deletes: Vec::new(),
                 });
@@ -71,7 +80,10 @@ pub fn plan_batch(changes: &[&Change], log_table: Option<&str>) -> WritePlan {
             Op::Deleted => t.deletes.push(c.id.clone()),
             Op::Inserted | Op::Updated => {
                 let mut row = c.data.as_object().cloned().unwrap_or_default();
-                row.insert("id".into(), Value::String(c.id.clone()));
+                if t.key != "id" {
+                    row.remove("id");
+                }
+                row.insert(t.key.clone(), Value::String(c.id.clone()));
                 t.upserts.push((c.id.clone(), row));
             }
         }
@@ -121,7 +133,7 @@ mod tests {
             change(5, Op::Inserted, "u", "a", json!({ "id": "a" })),
         ];
         let refs: Vec<&Change> = cs.iter().collect();
-        let p = plan_batch(&refs, Some("log"));
+        let p = plan_batch(&refs, Some("log"), |_| "id");
         assert_eq!(p.tables.len(), 2);
         assert_eq!(
             p.tables[0].upserts,
@@ -149,7 +161,7 @@ mod tests {
             change(2, Op::Inserted, "t", "a", json!({ "v": 1 })),
         ];
         let refs: Vec<&Change> = cs.iter().collect();
-        let p = plan_batch(&refs, None);
+        let p = plan_batch(&refs, None, |_| "id");
         assert!(p.tables[0].deletes.is_empty());
         assert_eq!(p.tables[0].upserts[0].1["id"], "a", "id is always present");
         assert!(p.log.is_none());

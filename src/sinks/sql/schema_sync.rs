@@ -198,7 +198,7 @@ fn mismatch(
     what: String,
 ) -> Result<Vec<SchemaEvent>, SinkError> {
     match cfg.on_mismatch {
-        OnMismatch::Error => Err(SinkError::permanent(format!(
+        OnMismatch::Error => Err(SinkError::schema_mismatch(format!(
             "schema mismatch for table '{table}': {what}. Fix the table, use schemaSync.strategy 'alter', or set schemaSync.onMismatch to 'warn'"
         ))),
         OnMismatch::Warn => Ok(vec![SchemaEvent::SchemaMismatch { table_name: table.to_string(), message: what }]),

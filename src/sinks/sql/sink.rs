@@ -9,7 +9,7 @@ use tokio::sync::Mutex;
 use super::backend::{SqlBackend, TableColumns};
 use super::plan::plan_batch;
 use super::schema_sync::{check_ident, sync_table, SchemaSyncConfig};
-use crate::error::SinkError;
+use crate::error::{ConfigError, SinkError};
 use crate::event::{Change, Op};
 use crate::schema::{self, Dialect, ResourceSchema};
 use crate::sinks::{BatchOutcome, SchemaEvent, Sink};
@@ -21,6 +21,66 @@ pub struct SqlSink<B: SqlBackend> {
     /// table → (column → type); `None` while a table does not exist (looked up again next time).
     columns: Mutex<HashMap<String, Option<HashMap<String, String>>>>,
     log_ready: Mutex<bool>,
+    /// Schema syncs that could not run when asked (destination down): table → schema. Each
+    /// runs before the next write to its table.
+    deferred: Mutex<HashMap<String, ResourceSchema>>,
+    /// Tables whose key column is not `id` (a destination's `primaryKey`).
+    keys: KeyColumns,
+}
+
+/// Destination table → its key column, for the tables whose key is not `id`.
+pub type KeyColumns = HashMap<String, String>;
+
+/// The `primaryKey` of each destination (`{ users: { table: 'orders', primaryKey: 'order_id' } }`),
+/// checked: a valid column name, one per table.
+pub fn key_columns(routes: &[crate::config::Route]) -> Result<KeyColumns, ConfigError> {
+    let mut keys = KeyColumns::new();
+    for r in routes {
+        let at = format!("resources.{}.primaryKey", r.source);
+        let key = match r.options.get("primaryKey") {
+            None | Some(serde_json::Value::Null) => "id",
+            Some(serde_json::Value::String(k)) => k.as_str(),
+            Some(other) => {
+                return Err(ConfigError::new(
+                    at,
+                    format!("expected a column name, got {other}"),
+                    "name the table's key column, e.g. primaryKey: 'order_id'",
+                ))
+            }
+        };
+        Dialect::validate_ident(key).map_err(|e| {
+            ConfigError::new(
+                &at,
+                e,
+                "use a plain column name, e.g. primaryKey: 'order_id'",
+            )
+        })?;
+        let previous = keys.get(&r.dest).map_or("id", String::as_str);
+        if previous != key
+            && routes.iter().any(|o| {
+                o.dest == r.dest
+                    && !std::ptr::eq(o, r)
+                    && o.options
+                        .get("primaryKey")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("id")
+                        != key
+            })
+        {
+            return Err(ConfigError::new(
+                at,
+                format!(
+                    "table '{}' is given two key columns ('{previous}' and '{key}')",
+                    r.dest
+                ),
+                "give every route to one table the same primaryKey",
+            ));
+        }
+        if key != "id" {
+            keys.insert(r.dest.clone(), key.to_string());
+        }
+    }
+    Ok(keys)
 }
 
 impl<B: SqlBackend> SqlSink<B> {
@@ -31,7 +91,78 @@ impl<B: SqlBackend> SqlSink<B> {
             log_table,
             columns: Mutex::new(HashMap::new()),
             log_ready: Mutex::new(false),
+            deferred: Mutex::new(HashMap::new()),
+            keys: KeyColumns::new(),
         }
+    }
+
+    /// Tables whose key column is not `id` (validated by [`key_columns`]).
+    pub fn with_keys(mut self, keys: KeyColumns) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    fn key_of(&self, table: &str) -> &str {
+        self.keys.get(table).map_or("id", String::as_str)
+    }
+
+    /// The schema with this table's key column.
+    fn keyed(&self, table: &str, schema: &ResourceSchema) -> ResourceSchema {
+        ResourceSchema {
+            key: self.keys.get(table).cloned(),
+            ..schema.clone()
+        }
+    }
+
+    /// A pool that timed out waiting for a connection hides why: add the real cause.
+    async fn explained(&self, mut e: SinkError) -> SinkError {
+        if e.is_retryable() && e.message.contains("pool timed out") {
+            if let Some(cause) = self.backend.connect_error().await {
+                e.message = format!("{}; connecting failed: {cause}", e.message);
+            }
+        }
+        e
+    }
+
+    async fn sync_now(
+        &self,
+        table: &str,
+        schema: &ResourceSchema,
+    ) -> Result<Vec<SchemaEvent>, SinkError> {
+        self.ensure_log_table().await?;
+        let schema = self.keyed(table, schema);
+        let events = sync_table(&self.backend, &self.schema_sync, table, &schema).await?;
+        self.refresh(table).await?;
+        Ok(events)
+    }
+
+    /// Runs the schema syncs deferred for these tables. A mismatch fails the table's changes
+    /// (returned per table); any other error fails the whole write (retried).
+    async fn run_deferred(
+        &self,
+        tables: impl Iterator<Item = &str>,
+    ) -> Result<HashMap<String, SinkError>, SinkError> {
+        let mut mismatched = HashMap::new();
+        let mut deferred = self.deferred.lock().await;
+        if deferred.is_empty() {
+            return Ok(mismatched);
+        }
+        for table in tables {
+            let Some(schema) = deferred.get(table).cloned() else {
+                continue;
+            };
+            match self.sync_now(table, &schema).await {
+                Ok(events) => {
+                    tracing::info!(message = "Ran a deferred schema sync.", table, events = ?events);
+                    deferred.remove(table);
+                }
+                Err(e) if e.schema_mismatch => {
+                    mismatched.insert(table.to_string(), e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(mismatched)
     }
 
     async fn refresh(&self, table: &str) -> Result<Option<HashMap<String, String>>, SinkError> {
@@ -82,7 +213,7 @@ impl<B: SqlBackend> SqlSink<B> {
         let mut cols = match self.columns_of(table).await? {
             Some(c) => c,
             None if self.schema_sync.evolves() && self.schema_sync.auto_create_table => {
-                let schema = inferred_schema(changes.iter().map(|(_, c)| *c));
+                let schema = self.keyed(table, &inferred_schema(changes.iter().map(|(_, c)| *c)));
                 let ddl = schema::create_table(d, table, &schema).map_err(SinkError::permanent)?;
                 self.backend.execute_ddl(&ddl).await?;
                 tracing::info!(message = "Created destination table.", table);
@@ -98,11 +229,14 @@ impl<B: SqlBackend> SqlSink<B> {
                 ));
             }
         };
-        // Columns the rows have and the table lacks.
+        // Columns the rows have and the table lacks. With another key column, the record's
+        // `id` goes there (the row has no `id` field).
+        let key = self.key_of(table);
+        let is_id = |k: &str| key != "id" && k == "id";
         let mut unknown: Vec<(String, serde_json::Value)> = Vec::new();
         for (_, c) in changes.iter().filter(|(_, c)| c.op != Op::Deleted) {
             for (k, v) in c.data.as_object().into_iter().flatten() {
-                if !has_column(&cols, k) && !unknown.iter().any(|(u, _)| u == k) {
+                if !has_column(&cols, k) && !is_id(k) && !unknown.iter().any(|(u, _)| u == k) {
                     unknown.push((k.clone(), v.clone()));
                 }
             }
@@ -125,7 +259,7 @@ impl<B: SqlBackend> SqlSink<B> {
                         .into_iter()
                         .flatten()
                         .map(|(k, _)| k.as_str())
-                        .filter(|k| !has_column(&cols, k))
+                        .filter(|k| !has_column(&cols, k) && !is_id(k))
                         .collect();
                     if !missing.is_empty() {
                         failed.push((
@@ -158,29 +292,71 @@ fn inferred_schema<'a>(changes: impl Iterator<Item = &'a Change>) -> ResourceSch
             }
         }
     }
-    ResourceSchema { attributes }
+    ResourceSchema {
+        attributes,
+        key: None,
+    }
 }
 
 #[async_trait]
 impl<B: SqlBackend> Sink for SqlSink<B> {
     async fn healthcheck(&self) -> Result<(), SinkError> {
-        self.backend.ping().await
+        match self.backend.ping().await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.explained(e).await),
+        }
     }
 
+    /// Without `schemaSync` nothing is asked of the database (the write path looks tables up
+    /// itself). A destination that cannot be reached does not fail the sync: it is deferred to
+    /// the first write of the table (`schema_sync_deferred`); only a mismatch fails it.
     async fn sync_schema(
         &self,
         table: &str,
         schema: &ResourceSchema,
     ) -> Result<Vec<SchemaEvent>, SinkError> {
         check_ident(table)?;
-        self.ensure_log_table().await?;
-        let events = sync_table(&self.backend, &self.schema_sync, table, schema).await?;
-        self.refresh(table).await?;
-        Ok(events)
+        if !self.schema_sync.enabled {
+            return Ok(Vec::new());
+        }
+        match self.sync_now(table, schema).await {
+            Ok(events) => {
+                self.deferred.lock().await.remove(table);
+                Ok(events)
+            }
+            Err(e) if e.schema_mismatch => Err(e),
+            Err(e) => {
+                let e = self.explained(e).await;
+                self.deferred
+                    .lock()
+                    .await
+                    .insert(table.to_string(), schema.clone());
+                Ok(vec![SchemaEvent::SchemaSyncDeferred {
+                    table_name: table.to_string(),
+                    error: e.message,
+                }])
+            }
+        }
     }
 
     async fn write_batch(&self, batch: &[Change]) -> Result<BatchOutcome, SinkError> {
+        match self.write(batch).await {
+            Ok(outcome) => Ok(outcome),
+            Err(e) => Err(self.explained(e).await),
+        }
+    }
+
+    async fn close(&self) {
+        self.backend.close().await;
+    }
+}
+
+impl<B: SqlBackend> SqlSink<B> {
+    async fn write(&self, batch: &[Change]) -> Result<BatchOutcome, SinkError> {
         self.ensure_log_table().await?;
+        let mismatched = self
+            .run_deferred(batch.iter().map(|c| c.dest.as_str()))
+            .await?;
         let mut failed: Vec<(usize, SinkError)> = Vec::new();
         let mut by_table: Vec<(String, Vec<(usize, &Change)>)> = Vec::new();
         for (i, c) in batch.iter().enumerate() {
@@ -193,6 +369,8 @@ impl<B: SqlBackend> Sink for SqlSink<B> {
                 .find(|k| Dialect::validate_ident(k).is_err());
             if let Err(e) = check_ident(&c.dest) {
                 failed.push((i, e));
+            } else if let Some(e) = mismatched.get(&c.dest) {
+                failed.push((i, e.clone()));
             } else if let Some(k) = bad_key {
                 failed.push((
                     i,
@@ -218,7 +396,7 @@ impl<B: SqlBackend> Sink for SqlSink<B> {
             .map(|(_, c)| c)
             .collect();
         if !ok.is_empty() {
-            let plan = plan_batch(&ok, self.log_table.as_deref());
+            let plan = plan_batch(&ok, self.log_table.as_deref(), |t| self.key_of(t));
             if let Err(e) = self.backend.apply(&plan, &columns).await {
                 // The table may have changed behind our back (a column or table dropped): look
                 // it up again on the next attempt instead of failing forever from the cache.
@@ -243,9 +421,5 @@ impl<B: SqlBackend> Sink for SqlSink<B> {
         }
         failed.sort_by_key(|(i, _)| *i);
         Ok(BatchOutcome::Partial(failed))
-    }
-
-    async fn close(&self) {
-        self.backend.close().await;
     }
 }

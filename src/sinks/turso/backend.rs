@@ -334,7 +334,7 @@ pub fn plan_statements(
     let mut out = Vec::new();
     for t in &plan.tables {
         upserts(t, columns.get(&t.table).unwrap_or(&empty), &mut out)?;
-        deletes(t, &mut out);
+        deletes(t, columns.get(&t.table).unwrap_or(&empty), &mut out);
     }
     if let Some((log, rows)) = &plan.log {
         log_rows(log, rows, &mut out);
@@ -366,7 +366,7 @@ fn upserts(
     out: &mut Vec<Statement>,
 ) -> Result<(), SinkError> {
     let d = Dialect::Sqlite;
-    let id_col = resolve(live, "id");
+    let id_col = resolve(live, &t.key);
     let id_json: Vec<Json> = t
         .upserts
         .iter()
@@ -441,7 +441,7 @@ fn upserts(
     Ok(())
 }
 
-fn deletes(t: &TableWrite, out: &mut Vec<Statement>) {
+fn deletes(t: &TableWrite, live: &HashMap<String, String>, out: &mut Vec<Statement>) {
     let d = Dialect::Sqlite;
     for chunk in t.deletes.chunks(MAX_PARAMS) {
         let ph = placeholders(chunk.len());
@@ -449,7 +449,7 @@ fn deletes(t: &TableWrite, out: &mut Vec<Statement>) {
             sql: format!(
                 "DELETE FROM {} WHERE {} IN {ph}",
                 d.quote_table(&t.table),
-                d.quote("id")
+                d.quote(resolve(live, &t.key))
             ),
             params: chunk.iter().map(|id| Value::Text(id.clone())).collect(),
             context: format!("deleting from table '{}'", t.table),
@@ -597,6 +597,7 @@ mod tests {
     #[test]
     fn upserts_group_by_fields_and_quote_identifiers() {
         let t = TableWrite {
+            key: "id".into(),
             table: "we\"ird".into(),
             upserts: vec![
                 row(json!({ "id": "a", "select": 1 })),
@@ -630,6 +631,7 @@ mod tests {
     #[test]
     fn keys_resolve_to_live_columns_case_insensitively() {
         let t = TableWrite {
+            key: "id".into(),
             table: "t".into(),
             upserts: vec![row(
                 json!({ "id": "a", "notes": "x", "Name": "exact", "name": "other" }),
@@ -654,6 +656,7 @@ mod tests {
     #[test]
     fn a_value_a_column_cannot_take_fails_the_plan_permanently() {
         let t = TableWrite {
+            key: "id".into(),
             table: "t".into(),
             upserts: vec![
                 row(json!({ "id": "ok", "n": 1 })),
@@ -683,6 +686,7 @@ mod tests {
         let deletes = (0..20_000).map(|i| format!("d{i}")).collect();
         let s = stmts(
             vec![TableWrite {
+                key: "id".into(),
                 table: "t".into(),
                 upserts,
                 deletes,

@@ -11,16 +11,19 @@ pub use backend::TursoBackend;
 pub use config::{Target, TursoConfig};
 
 use crate::error::ConfigError;
-use crate::sinks::sql::SqlSink;
+use crate::sinks::sql::{KeyColumns, SqlSink};
 use crate::sinks::Sink;
 
 /// Builds the sink of a validated configuration. Touches neither the network nor the file:
 /// the connection opens on first use (a healthcheck, a schema sync or a write).
-pub fn build(config: &TursoConfig) -> Result<Arc<dyn Sink>, ConfigError> {
+pub fn build(config: &TursoConfig, keys: KeyColumns) -> Result<Arc<dyn Sink>, ConfigError> {
     let backend = TursoBackend::new(config)?;
-    Ok(Arc::new(SqlSink::new(
-        backend,
-        config.schema_sync.clone(),
-        config.log_table.clone(),
-    )))
+    Ok(Arc::new(
+        SqlSink::new(
+            backend,
+            config.schema_sync.clone(),
+            config.log_table.clone(),
+        )
+        .with_keys(keys),
+    ))
 }
