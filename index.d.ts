@@ -43,6 +43,13 @@ export declare class ReplicationEngine {
   discardDeadLetters(ids: Array<number>): number
   /** Where accepted changes are kept, and how much is in there. */
   outbox(): { mode: 'disk' | 'memory', dir?: string, pending: number, bytes: number, segments: number, replayed: number, appendErrors: number, deadLetters: number }
+  /**
+   * `[{ replicator, queued }]` when every undelivered change waits for a destination that
+   * is down; `null` while anything else is in progress.
+   */
+  waitingOnOutage(): Array<{ replicator: string, queued: number }> | null
+  /** Persists the outbox watermark synchronously (for the host's `process.on('exit')`). */
+  checkpoint(): number
   saturated(): boolean
   waitForCapacity(): Promise<void>
   /** Resolves once every change accepted so far is delivered or failed. */
@@ -76,6 +83,12 @@ export interface ConfigProblem {
   reason: string
   hint: string
 }
+
+/**
+ * `"did you mean 'batchSize'? "` when `given` looks like a misspelling of one of `known`,
+ * else `""` (the plugin's check of its own option names uses it too).
+ */
+export declare function didYouMean(given: string, known: Array<string>): string
 
 export interface StopResult {
   drained: boolean

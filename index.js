@@ -773,7 +773,8 @@ if (
   }
 }
 
-const { ReplicationEngine, checkConfig } = nativeBinding
+const { ReplicationEngine, checkConfig, didYouMean } = nativeBinding
 export { ReplicationEngine }
 export { checkConfig }
+export { didYouMean }
 export const __napiBindingTarget = __napiLoadedBindingTarget

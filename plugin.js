@@ -31,7 +31,8 @@ export class ReplicatorPlugin extends Plugin {
       enabled = true,
       verbose = false,
       persistReplicatorLog = false,
-      replicatorLogResource = 'replicator_log',
+      resourceNames = {},
+      replicatorLogResource = resourceNames?.log ?? 'replicator_log',
       logErrors = true,
     } = options;
     this.config = { enabled, verbose, persistReplicatorLog, replicatorLogResource, logErrors };
@@ -50,6 +51,7 @@ export class ReplicatorPlugin extends Plugin {
     this._listeners = new Map(); // resource name → { resource, handlers, hooks }
     this._afterCreateResource = null;
     this._sources = new Set(this._native.replicators.flatMap(sourceNames));
+    this._manages = resourceFilter(options);
     this._saturated = false;
     this._keepAlive = null;
     this._batchResults = new Map(); // ticket → outcomes (replicateBatch / syncAllData)
@@ -298,6 +300,7 @@ export class ReplicatorPlugin extends Plugin {
 
   _follow(resource) {
     if (!resource?.name || !this._sources.has(resource.name) || this._listeners.has(resource.name)) return;
+    if (!this._manages(resource.name)) return;
     if (resource.name === this.config.replicatorLogResource) return;
     const name = resource.name;
     const handlers = {
@@ -372,7 +375,8 @@ export class ReplicatorPlugin extends Plugin {
         if (this.listenerCount('plg:replicator:skipped') > 0) this.emit('plg:replicator:skipped', outcome);
       }
     }
-    if (pending === 0) this._release();
+    // The message may be older than changes pushed since it was sent: ask the engine now.
+    if (pending === 0 && this._engine?.pending() === 0) this._release();
   }
 
   /** A destination went down (its changes wait, nothing fails) or came back. */
@@ -526,6 +530,25 @@ export class ReplicatorPlugin extends Plugin {
     this._requireReplicator(id, enabled ? 'enableReplicator' : 'disableReplicator');
     this._engine.setEnabled(id, enabled);
   }
+}
+
+/**
+ * The stock plugin's resource filter options: `resourceFilter(name)`, or `resourceAllowlist` /
+ * `resourceBlocklist` arrays. A filter that throws lets the resource through, as stock does.
+ */
+function resourceFilter({ resourceFilter: filter, resourceAllowlist: allow, resourceBlocklist: block }) {
+  if (typeof filter === 'function') {
+    return (name) => {
+      try {
+        return Boolean(filter(name));
+      } catch {
+        return true;
+      }
+    };
+  }
+  const allowed = Array.isArray(allow) && allow.length > 0 ? new Set(allow) : null;
+  const blocked = Array.isArray(block) ? new Set(block) : null;
+  return (name) => (!allowed || allowed.has(name)) && !blocked?.has(name);
 }
 
 function sourceNames(rep) {

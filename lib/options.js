@@ -2,6 +2,7 @@
 // table and replaced by { $fn: id }), existing Database clients are kept aside, and the rest
 // crosses the FFI as JSON. All validation of the result happens in Rust (checkConfig).
 
+import { didYouMean } from '../index.js';
 import { ReplicatorError } from './errors.js';
 
 /** Options the engine reads; the plugin's own (verbose, logs, ...) stay in JavaScript. */
@@ -10,12 +11,33 @@ const ENGINE_OPTIONS = [
   'circuitBreaker',
 ];
 const REPLICATOR_KEYS = new Set(['id', 'driver', 'resources', 'config', 'enabled', 'client']);
+/** The plugin's own options (the spec's, plus `outbox`), beside ENGINE_OPTIONS. */
+const PLUGIN_OPTIONS = ['replicators', 'verbose', 'persistReplicatorLog', 'replicatorLogResource', 'logErrors', 'outbox', 'resourceFilter', 'resourceAllowlist', 'resourceBlocklist', 'resourceNames'];
+/** Taken by s3db.js's Plugin base class. */
+const HOST_OPTIONS = ['logLevel', 'logger', 'namespace', 'instanceId', 'slug', 'storage', 'resources', 'database', 'client'];
+/** The stock plugin's knobs for its own promise pools: accepted so a switch needs no edit; the
+ * engine's `concurrency` (lanes per replicator) is what bounds parallel writes here. */
+const STOCK_ONLY_OPTIONS = ['replicatorConcurrency', 'stopConcurrency'];
+export const KNOWN_OPTIONS = [...ENGINE_OPTIONS, ...PLUGIN_OPTIONS, ...HOST_OPTIONS, ...STOCK_ONLY_OPTIONS];
+
+/** Rejects an option name the plugin does not know, with the closest known one as a hint. */
+export function checkOptionNames(options) {
+  const unknown = Object.keys(options).filter((k) => !KNOWN_OPTIONS.includes(k));
+  if (unknown.length === 0) return;
+  const name = unknown[0];
+  throw new ReplicatorError(`Invalid ReplicatorPlugin configuration: '${name}' is not an option`, {
+    code: 'ERR_CONFIG',
+    description: `Unknown option '${name}'. ${didYouMean(name, KNOWN_OPTIONS)}The plugin takes: ${[...ENGINE_OPTIONS, ...PLUGIN_OPTIONS].join(', ')} (and s3db.js's ${HOST_OPTIONS.slice(0, 4).join(', ')}).`,
+    context: { option: name },
+  });
+}
 
 /**
  * @returns {{ json: string, functions: Function[], clients: Map<number, object> }}
  *   clients: replicator index → the Database object given as `client`.
  */
 export function prepareOptions(options) {
+  checkOptionNames(options);
   const functions = [];
   const clients = new Map();
   const engine = {};
@@ -42,7 +64,7 @@ export function prepareOptions(options) {
     if (unknown.length > 0) {
       throw new ReplicatorError(`Invalid ReplicatorPlugin configuration: replicators[${index}].${unknown[0]} is not an option`, {
         code: 'ERR_CONFIG',
-        description: `Unknown option '${unknown[0]}'. A replicator takes: ${[...REPLICATOR_KEYS].join(', ')}; driver settings go inside config.`,
+        description: `Unknown option '${unknown[0]}'. ${didYouMean(unknown[0], [...REPLICATOR_KEYS])}A replicator takes: ${[...REPLICATOR_KEYS].join(', ')}; driver settings go inside config.`,
         context: { option: `replicators[${index}].${unknown[0]}` },
       });
     }

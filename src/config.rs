@@ -246,13 +246,32 @@ const PLANNED_DRIVERS: &[&str] = &[
 impl EngineConfig {
     /// Parses and validates the JSON produced by the plugin.
     pub fn from_json(json: &str) -> Result<Self, ConfigError> {
-        let de = &mut serde_json::Deserializer::from_str(json);
-        let opts: EngineOptions = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
+        let value: Value = serde_json::from_str(json).map_err(|e| {
             ConfigError::new(
-                if path == "." { "options".to_string() } else { path },
-                e.inner().to_string(),
-                "check the option's name and type against the configuration reference in the README",
+                "options",
+                e.to_string(),
+                "pass the plugin options as an object",
+            )
+        })?;
+        let opts: EngineOptions = serde_path_to_error::deserialize(&value).map_err(|e| {
+            let path = e.path().to_string();
+            let (reason, hint) = crate::error::describe_serde(
+                &path,
+                &e.inner().to_string(),
+                value_at(&value, &path),
+            );
+            ConfigError::new(
+                if path == "." {
+                    "options".to_string()
+                } else {
+                    path
+                },
+                reason,
+                if hint.is_empty() {
+                    "see the configuration reference in the README".to_string()
+                } else {
+                    hint
+                },
             )
         })?;
         Self::from_options(opts)
@@ -309,6 +328,21 @@ impl EngineConfig {
             replicators,
         })
     }
+}
+
+/// The value at a serde path such as `replicators[0].config.url` (for error messages).
+pub(crate) fn value_at<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut v = root;
+    for part in path.split('.').filter(|p| !p.is_empty() && *p != ".") {
+        let (key, indexes) = part.split_once('[').map_or((part, ""), |(k, i)| (k, i));
+        if !key.is_empty() {
+            v = v.get(key)?;
+        }
+        for i in indexes.split('[').filter(|i| !i.is_empty()) {
+            v = v.get(i.trim_end_matches(']').parse::<usize>().ok()?)?;
+        }
+    }
+    Some(v)
 }
 
 fn parse_outbox(setting: Option<OutboxSetting>) -> Result<OutboxConfig, ConfigError> {

@@ -194,6 +194,74 @@ pub fn redact(text: &str) -> String {
     out
 }
 
+/// Turns a serde message about the option at `path` into words a user acts on: the option,
+/// the type it takes and the value given; an unknown key gets a "did you mean" hint. The
+/// second part is a hint (empty when the first says it all).
+pub fn describe_serde(
+    path: &str,
+    message: &str,
+    given: Option<&serde_json::Value>,
+) -> (String, String) {
+    let option = path.rsplit('.').next().unwrap_or(path);
+    let got = given.map(describe_value).unwrap_or_default();
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (name, rest) = rest.split_once('`').unwrap_or((rest, ""));
+        let known: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+        return (
+            format!("unknown option '{name}'"),
+            format!(
+                "{}the options here are: {}",
+                did_you_mean(name, &known),
+                known.join(", ")
+            ),
+        );
+    }
+    if message.contains("did not match any variant of untagged enum") {
+        let takes = match option {
+            "outbox" => "false or an object such as { dir: './.s3db-replicator' }",
+            "circuitBreaker" => {
+                "false or an object such as { failureThreshold: 5, resetTimeout: 1000 }"
+            }
+            _ => "another shape (see the README's configuration reference)",
+        };
+        return (format!("expected {takes}, got {got}"), String::new());
+    }
+    if let Some(rest) = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "))
+    {
+        let expected = rest.split_once(", expected ").map_or("", |(_, e)| e);
+        let expected = match expected {
+            "usize" | "u64" | "u32" | "u16" | "u8" => "a whole number (0 or more)",
+            "i64" | "i32" => "a whole number",
+            "f64" | "f32" => "a number",
+            "a boolean" => "true or false",
+            "a sequence" => "an array",
+            "a map" | "struct" => "an object",
+            "" => "another type",
+            other => other,
+        };
+        return (format!("expected {expected}, got {got}"), String::new());
+    }
+    (message.to_string(), String::new())
+}
+
+/// A value as an error message shows it: short, and strings quoted.
+fn describe_value(v: &serde_json::Value) -> String {
+    let text = v.to_string();
+    let kind = match v {
+        serde_json::Value::Null => return "null".into(),
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    };
+    let shown: String = text.chars().take(40).collect();
+    let more = if text.chars().count() > 40 { "…" } else { "" };
+    format!("{kind} {shown}{more}")
+}
+
 /// `"did you mean 'batchSize'? "` when `given` is a likely misspelling of one of `known`
 /// (edit distance at most 2, or 3 for long names), else `""`. Starts a hint.
 pub fn did_you_mean(given: &str, known: &[&str]) -> String {
@@ -234,6 +302,39 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serde_messages_name_the_type_and_the_value() {
+        let (reason, hint) = describe_serde(
+            "batchSize",
+            "invalid type: string \"10\", expected usize",
+            Some(&serde_json::json!("10")),
+        );
+        assert_eq!(
+            reason,
+            "expected a whole number (0 or more), got string \"10\""
+        );
+        assert_eq!(hint, "");
+        let (reason, _) = describe_serde(
+            "outbox",
+            "data did not match any variant of untagged enum OutboxSetting",
+            Some(&serde_json::json!("yes")),
+        );
+        assert!(
+            reason.starts_with("expected false or an object"),
+            "{reason}"
+        );
+        let (reason, hint) = describe_serde(
+            "outbox",
+            "unknown field `fsyncIntervl`, expected one of `dir`, `fsync`, `fsyncIntervalMs`, `segmentBytes`",
+            None,
+        );
+        assert_eq!(reason, "unknown option 'fsyncIntervl'");
+        assert!(
+            hint.starts_with("did you mean 'fsyncIntervalMs'? "),
+            "{hint}"
+        );
+    }
 
     #[test]
     fn suggests_the_closest_known_name() {

@@ -255,6 +255,30 @@ async fn changes_accepted_before_a_crash_are_replayed() {
     for r in 0..4 {
         assert_eq!(sink_b.versions(&format!("c{r}")), vec![0, 1, 2]);
     }
+    // Each replayed change keeps the identity it had before the crash: the outbox's id (kept
+    // in its directory) and the seq it was accepted with.
+    let id = a.outbox().id;
+    assert_eq!(b.outbox().id, id);
+    let mut ids: Vec<String> = sink_b
+        .applied()
+        .iter()
+        .map(|c| c.change_id.clone())
+        .collect();
+    ids.sort_by_key(|k| k.rsplit(':').next().unwrap().parse::<u64>().unwrap());
+    assert_eq!(
+        ids,
+        (1..=12)
+            .map(|seq| format!("{id}:{seq}"))
+            .collect::<Vec<_>>()
+    );
+    let other = TempDir::new("crash-other");
+    let c = start(
+        on_disk(&other, json!({})),
+        TestHost::new(),
+        sinks![Arc::new(SwitchSink::default())],
+    );
+    assert_ne!(c.outbox().id, id, "another outbox directory, another id");
+    c.stop(SEC).await;
     b.stop(SEC).await;
     a.stop(Duration::from_millis(50)).await;
 }
@@ -648,6 +672,11 @@ async fn dead_letter_case(per_item: bool) {
     assert_eq!(ok[0].dead_letter_id, Some(dl.id));
     let written = sink.applied_for("u2");
     assert_eq!(written.len(), 1);
+    assert_eq!(
+        written[0].change_id,
+        format!("{}:{}", engine.outbox().id, dl.seq),
+        "a re-sent dead letter is the same change: the same identity"
+    );
     assert_eq!(written[0].dest, "people");
     assert_eq!(written[0].data["name"], "bad");
     assert_eq!(engine.dead_letters(None, 10, 0).0, 0);

@@ -26,6 +26,14 @@ pub struct ConfigProblem {
     pub hint: String,
 }
 
+/// `"did you mean 'batchSize'? "` when `given` looks like a misspelling of one of `known`,
+/// else `""` (the plugin's check of its own option names uses it too).
+#[napi(catch_unwind)]
+pub fn did_you_mean(given: String, known: Vec<String>) -> String {
+    let known: Vec<&str> = known.iter().map(String::as_str).collect();
+    crate::error::did_you_mean(&given, &known)
+}
+
 /// Validates plugin options (JSON with functions replaced by `{ "$fn": id }`); `null` when valid.
 #[napi(catch_unwind)]
 pub fn check_config(options_json: String) -> Option<ConfigProblem> {

@@ -194,12 +194,23 @@ impl SinkConfig {
 
 /// Deserialises one driver's `config` object; the error path is relative to `config`.
 fn parse_section<T: DeserializeOwned>(config: Value) -> Result<T, ConfigError> {
-    serde_path_to_error::deserialize(config).map_err(|e| {
+    serde_path_to_error::deserialize(&config).map_err(|e| {
         let path = e.path().to_string();
+        // Secrets are never echoed: a wrong-typed value is described by its type only.
+        let given = crate::config::value_at(&config, &path).map(|v| match v {
+            Value::String(_) => Value::String("…".into()),
+            other => other.clone(),
+        });
+        let (reason, hint) =
+            crate::error::describe_serde(&path, &e.inner().to_string(), given.as_ref());
         ConfigError::new(
             if path == "." { String::new() } else { path },
-            crate::error::redact(&e.inner().to_string()),
-            "see the driver's options in the README's configuration reference",
+            crate::error::redact(&reason),
+            if hint.is_empty() {
+                "see the driver's options in the README's configuration reference".to_string()
+            } else {
+                hint
+            },
         )
     })
 }
