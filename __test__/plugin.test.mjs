@@ -465,6 +465,73 @@ test('invalid configurations throw a ReplicatorError naming the option', () => {
   }
 });
 
+test('misspelled options are rejected with the option they resemble', () => {
+  const rep = { driver: 's3db', resources: ['u'], config: { connectionString: 'memory://a' } };
+  const cases = [
+    [{ batchSzie: 10 }, 'batchSzie', 'batchSize'],
+    [{ maxRetires: 2 }, 'maxRetires', 'maxRetries'],
+    [{ verbos: true }, 'verbos', 'verbose'],
+    [{ timout: 10 }, 'timout', 'timeout'],
+    [{ concurency: 2 }, 'concurency', 'concurrency'],
+    [{ persistReplicatorLogs: true }, 'persistReplicatorLogs', 'persistReplicatorLog'],
+    [{ outbox: { fsyncIntervl: 5 } }, 'outbox', 'fsyncIntervalMs'],
+    [{ circuitBreaker: { failureThreshhold: 2 } }, 'circuitBreaker', 'failureThreshold'],
+  ];
+  for (const [extra, option, suggestion] of cases) {
+    assert.throws(() => new ReplicatorPlugin({ ...extra, replicators: [rep] }), (e) => {
+      assert.equal(e.code, 'ERR_CONFIG');
+      assert.ok(String(e.context.option).startsWith(option), `${JSON.stringify(extra)} → ${e.context.option}`);
+      assert.ok(e.description.includes(`did you mean '${suggestion}'?`), e.description);
+      return true;
+    });
+  }
+  // Options of the stock plugin and of s3db.js's Plugin base are accepted.
+  new ReplicatorPlugin({ replicatorConcurrency: 3, stopConcurrency: 2, logLevel: 'silent', namespace: 'x', replicators: [rep] });
+});
+
+test('a wrong type names the option, the type it takes and the value given (no Rust internals)', () => {
+  const rep = { driver: 's3db', resources: ['u'], config: { connectionString: 'memory://a' } };
+  const cases = [
+    [{ batchSize: '10' }, 'batchSize', /expected a whole number \(0 or more\), got string "10"/],
+    [{ outbox: 'yes' }, 'outbox', /expected false or an object such as \{ dir: '\.\/\.s3db-replicator' \}, got string "yes"/],
+    [{ circuitBreaker: 3 }, 'circuitBreaker', /expected false or an object/],
+    [{ lingerMs: true }, 'lingerMs', /expected a whole number \(0 or more\), got boolean true/],
+  ];
+  for (const [extra, option, reason] of cases) {
+    assert.throws(() => new ReplicatorPlugin({ ...extra, replicators: [rep] }), (e) => {
+      assert.equal(e.context.option, option);
+      assert.match(e.message, reason);
+      assert.doesNotMatch(`${e.message} ${e.description}`, /line \d+ column|untagged enum|usize/);
+      return true;
+    });
+  }
+  // Inside a driver's config too, without echoing the value of a string (it may be a secret).
+  assert.throws(() => new ReplicatorPlugin({ replicators: [{ driver: 'webhook', resources: ['u'], config: { url: 'http://x/', timeout: 'hunter2' } }] }), (e) => {
+    assert.equal(e.context.option, 'replicators[0].config.timeout');
+    assert.match(e.message, /expected a whole number/);
+    assert.doesNotMatch(JSON.stringify({ m: e.message, d: e.description, c: e.context }), /hunter2/);
+    return true;
+  });
+});
+
+test('resourceFilter / resourceAllowlist / resourceBlocklist choose the resources followed, as in the stock plugin', async () => {
+  const source = await memoryDb('filter');
+  const target = await memoryDb('filter-copy');
+  const plugin = new ReplicatorPlugin({ resourceBlocklist: ['secrets'], replicators: [{ driver: 's3db', client: target, resources: ['users', 'secrets'] }] });
+  await source.usePlugin(plugin);
+  try {
+    const users = await usersResource(source, 'users');
+    const secrets = await usersResource(source, 'secrets');
+    await users.insert({ id: 'u', name: 'u' });
+    await secrets.insert({ id: 's', name: 's' });
+    await plugin.flush();
+    assert.deepEqual(await target.resources.users.listIds(), ['u']);
+    assert.equal(target.resources.secrets, undefined, 'a blocked resource is not replicated');
+  } finally {
+    await plugin.stop();
+  }
+});
+
 test('a connection string secret never appears in a configuration error', () => {
   assert.throws(
     () => new ReplicatorPlugin({ replicators: [{ driver: 's3db', resources: ['u'], config: { connectionString: 'KEY:SuperSecret@bucket' } }] }),

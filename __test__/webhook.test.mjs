@@ -287,14 +287,20 @@ describe('webhook batch mode', () => {
       assert.ok(Array.isArray(r.body.batch));
       assert.ok(r.body.batch.length >= 1 && r.body.batch.length <= 3, `batch of ${r.body.batch.length}`);
       assert.match(r.headers['content-type'], /^application\/json\b/);
-      assert.ok(r.headers['idempotency-key']);
+      assert.match(r.headers['idempotency-key'], /^batch:[0-9a-f]{16}$/);
       for (const p of r.body.batch) {
+        // Each item carries its change's own identity: `{outbox id}:{seq}`.
+        assert.match(p.idempotencyKey, /^[0-9a-f]{16}:\d+$/);
         assert.equal(p.resource, 'users');
         assert.equal(p.source, SOURCE);
         assert.match(p.timestamp, ISO);
       }
     }
     assert.ok(srv.requests.some((r) => r.body.batch.length > 1), 'changes were actually batched');
+    const itemKeys = srv.requests.flatMap((r) => r.body.batch.map((p) => p.idempotencyKey));
+    assert.equal(new Set(itemKeys).size, 10, 'every change has its own key');
+    const { id: outboxId } = h.plugin._engine.outbox();
+    assert.deepEqual(itemKeys.map((k) => k.split(':')[0]), Array(10).fill(outboxId));
     const all = srv.payloads();
     assert.equal(all.length, 10, 'every change delivered exactly once');
     const inserts = all.filter((p) => p.action === 'insert').map((p) => p.data.id);
@@ -343,6 +349,7 @@ describe('webhook retries', () => {
 
     assert.deepEqual(srv.requests.map((r) => r.status), [503, 503, 200]);
     assert.equal(new Set(srv.requests.map((r) => r.headers['idempotency-key'])).size, 1, 'a retry is the same delivery');
+    assert.match(srv.requests[0].headers['idempotency-key'], /^[0-9a-f]{16}:1$/, 'the key is the change\'s identity: {outbox id}:{seq}');
     assert.deepEqual(srv.requests.map((r) => r.raw), Array(3).fill(srv.requests[0].raw), 'a retry resends the same payload');
     assert.equal(h.replicated.length, 1);
     assert.equal(h.replicated[0].attempts, 3);

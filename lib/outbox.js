@@ -13,7 +13,8 @@ import { ReplicatorError } from './errors.js';
 export function resolveOutbox(option, connectionString) {
   if (option === false) return false;
   if (option !== undefined && (option === null || typeof option !== 'object' || Array.isArray(option))) {
-    throw new ReplicatorError('Invalid ReplicatorPlugin configuration: outbox must be false or an object', {
+    const given = option === null ? 'null' : `${Array.isArray(option) ? 'array' : typeof option} ${JSON.stringify(option)}`;
+    throw new ReplicatorError(`Invalid ReplicatorPlugin configuration: outbox: expected false or an object such as { dir: './.s3db-replicator' }, got ${given}`, {
       code: 'ERR_CONFIG',
       description: "Use outbox: { dir: './.s3db-replicator' } to keep accepted changes on disk, or outbox: false for memory only.",
       context: { option: 'outbox', received: option === null ? 'null' : typeof option },

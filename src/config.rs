@@ -84,11 +84,34 @@ pub struct EngineOptions {
 }
 
 /// `outbox: false` or `outbox: { dir, ... }`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum OutboxSetting {
     Flag(bool),
     Options(OutboxOptions),
+}
+
+impl<'de> Deserialize<'de> for OutboxSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        flag_or_options(
+            d,
+            "false or an object such as { dir: './.s3db-replicator' }",
+        )
+        .map(|f| f.map_or_else(Self::Flag, Self::Options))
+    }
+}
+
+/// `true`/`false`, or the options object, whose own errors (an unknown or misspelled key, a
+/// wrong type) are kept instead of serde's "did not match any variant".
+fn flag_or_options<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned>(
+    d: D,
+    takes: &str,
+) -> Result<Result<T, bool>, D::Error> {
+    use serde::de::Error;
+    match Value::deserialize(d)? {
+        Value::Bool(b) => Ok(Err(b)),
+        v @ Value::Object(_) => serde_json::from_value(v).map(Ok).map_err(D::Error::custom),
+        _ => Err(D::Error::custom(format!("expected {takes}"))),
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -108,11 +131,20 @@ pub struct OutboxOptions {
 }
 
 /// `circuitBreaker: false` or `circuitBreaker: { failureThreshold, resetTimeout, maxResetTimeout }`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum BreakerSetting {
     Flag(bool),
     Options(BreakerOptions),
+}
+
+impl<'de> Deserialize<'de> for BreakerSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        flag_or_options(
+            d,
+            "false or an object such as { failureThreshold: 5, resetTimeout: 1000 }",
+        )
+        .map(|f| f.map_or_else(Self::Flag, Self::Options))
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -255,11 +287,8 @@ impl EngineConfig {
         })?;
         let opts: EngineOptions = serde_path_to_error::deserialize(&value).map_err(|e| {
             let path = e.path().to_string();
-            let (reason, hint) = crate::error::describe_serde(
-                &path,
-                &e.inner().to_string(),
-                value_at(&value, &path),
-            );
+            let (reason, hint) =
+                crate::error::describe_serde(&e.inner().to_string(), value_at(&value, &path));
             ConfigError::new(
                 if path == "." {
                     "options".to_string()

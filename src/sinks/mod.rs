@@ -201,8 +201,7 @@ fn parse_section<T: DeserializeOwned>(config: Value) -> Result<T, ConfigError> {
             Value::String(_) => Value::String("…".into()),
             other => other.clone(),
         });
-        let (reason, hint) =
-            crate::error::describe_serde(&path, &e.inner().to_string(), given.as_ref());
+        let (reason, hint) = crate::error::describe_serde(&e.inner().to_string(), given.as_ref());
         ConfigError::new(
             if path == "." { String::new() } else { path },
             crate::error::redact(&reason),
