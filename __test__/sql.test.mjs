@@ -2,12 +2,14 @@
 // read back with the servers' own clients.
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 
 import { ReplicatorPlugin } from '../plugin.js';
 import { collect, memoryDb } from './helpers/db.mjs';
+import { closedPort } from './helpers/http-server.mjs';
 import { MYSQL_URL, PG_URL, myExec, myRows, pgExec, pgRows, sqliteRows, unique } from './helpers/sql.mjs';
 
 const ATTRIBUTES = { name: 'string|required', age: 'number|optional', active: 'boolean|optional', meta: 'json|optional' };
@@ -166,4 +168,74 @@ test('planetscale (MySQL protocol, TLS off for the local server) and turso (loca
     myExec(`DROP TABLE IF EXISTS \`${table}\``);
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+test('a PostgreSQL server that is down does not block start-up: schema sync waits for it, the real cause is named, and changes arrive once it is back', { timeout: 60_000 }, async (t) => {
+  const port = await closedPort();
+  const table = unique('later');
+  const real = new URL(PG_URL);
+  const url = new URL(PG_URL);
+  url.port = String(port);
+  const started = performance.now();
+  const { db, plugin, events } = await start(
+    { driver: 'postgresql', resources: { users: table }, config: { connectionString: url.href, connectionTimeoutMillis: 1000, schemaSync: { enabled: true } } },
+    { circuitBreaker: { failureThreshold: 2, resetTimeout: 100, maxResetTimeout: 200 }, retryDelay: 50 },
+  );
+  const deferred = [];
+  plugin.on('schema_sync_deferred', (e) => deferred.push(e));
+  let server = null;
+  const sockets = new Set();
+  t.after(async () => {
+    await plugin.stop();
+    await db.disconnect();
+    for (const s of sockets) s.destroy();
+    server?.close();
+    pgExec(`DROP TABLE IF EXISTS "${table}"`);
+  });
+  const users = await db.createResource({ name: 'users', attributes: ATTRIBUTES });
+  assert.ok(performance.now() - started < 5000, `start-up took ${Math.round(performance.now() - started)} ms`);
+  assert.equal(deferred.length, 1, 'the schema sync is deferred, not failed');
+  assert.equal(deferred[0].tableName, table);
+  assert.match(deferred[0].error, /refused/i, 'the underlying cause, not only "pool timed out"');
+  await users.insert({ id: 'a', name: 'Ana', age: 30 });
+  // The server comes back (a proxy on the port the replicator uses).
+  server = net.createServer((socket) => {
+    const upstream = net.connect(Number(real.port || 5432), real.hostname);
+    sockets.add(socket).add(upstream);
+    socket.pipe(upstream).pipe(socket);
+    socket.on('error', () => upstream.destroy());
+    upstream.on('error', () => socket.destroy());
+  });
+  await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
+  await plugin.flush();
+  assert.deepEqual(pgRows(`SELECT id, name, age FROM "${table}"`), [{ id: 'a', name: 'Ana', age: 30 }], 'the deferred sync created the table, then the change arrived');
+  assert.deepEqual(events['plg:replicator:error'].filter((e) => e.recordId !== null), [], 'no change failed');
+});
+
+test('primaryKey: a hand-made PostgreSQL table keyed by order_id takes inserts, updates and deletes', async (t) => {
+  const table = unique('orders');
+  pgExec(`CREATE TABLE "${table}" (order_id TEXT PRIMARY KEY, name TEXT, age DOUBLE PRECISION)`);
+  const { db, plugin, events } = await start({
+    driver: 'postgresql',
+    resources: { users: { table, primaryKey: 'order_id' } },
+    config: { connectionString: PG_URL, schemaSync: { enabled: true } },
+  });
+  t.after(async () => {
+    await db.disconnect();
+    pgExec(`DROP TABLE IF EXISTS "${table}"`);
+  });
+  const users = await db.createResource({ name: 'users', attributes: { name: 'string', age: 'number|optional' } });
+  await users.insert({ id: 'o1', name: 'first', age: 1 });
+  await users.insert({ id: 'o2', name: 'second' });
+  await users.update('o1', { age: 2 });
+  await users.delete('o2');
+  await plugin.flush();
+  assert.deepEqual(events['plg:replicator:error'], []);
+  assert.deepEqual(pgRows(`SELECT order_id, name, age FROM "${table}"`), [{ order_id: 'o1', name: 'first', age: 2 }]);
+  const cols = pgRows(`SELECT column_name FROM information_schema.columns WHERE table_name = '${table}' ORDER BY column_name`).map((c) => c.column_name);
+  assert.deepEqual(cols, ['age', 'name', 'order_id'], 'no id column is added');
+  assert.throws(
+    () => new ReplicatorPlugin({ replicators: [{ driver: 'postgresql', resources: { users: { table, primaryKy: 'order_id' } }, config: { connectionString: PG_URL } }] }),
+    (e) => e.context.option === 'replicators[0].resources.users.primaryKy' && e.description.includes("did you mean 'primaryKey'?"),
+  );
 });
