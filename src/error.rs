@@ -197,10 +197,7 @@ pub fn redact(text: &str) -> String {
 /// Turns a serde message about the option at `path` into words a user acts on: the option,
 /// the type it takes and the value given; an unknown key gets a "did you mean" hint. The
 /// second part is a hint (empty when the first says it all).
-pub fn describe_serde(
-    message: &str,
-    given: Option<&serde_json::Value>,
-) -> (String, String) {
+pub fn describe_serde(message: &str, given: Option<&serde_json::Value>) -> (String, String) {
     let got = given.map(describe_value).unwrap_or_default();
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let (name, rest) = rest.split_once('`').unwrap_or((rest, ""));
@@ -273,8 +270,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {

@@ -121,6 +121,19 @@ pub fn drop_table(d: Dialect, table: &str) -> String {
     format!("DROP TABLE IF EXISTS {}", d.quote_table(table))
 }
 
+/// The `logTable` column holding the change's identity (`{outbox id}:{seq}`): the same for a
+/// change applied twice (a replay after a crash), so duplicates can be told apart.
+pub const LOG_CHANGE_ID: &str = "change_id";
+
+/// The type of [`LOG_CHANGE_ID`] when it is added to an existing log table.
+pub fn log_change_id_type(d: Dialect) -> &'static str {
+    if d == Dialect::MySql {
+        "VARCHAR(255)"
+    } else {
+        "TEXT"
+    }
+}
+
 /// The `logTable` audit table: one row per applied operation.
 pub fn log_table(d: Dialect, table: &str) -> Result<String, String> {
     Dialect::validate_ident(table.rsplit('.').next().unwrap_or(table))?;
@@ -148,7 +161,7 @@ pub fn log_table(d: Dialect, table: &str) -> Result<String, String> {
         "TEXT"
     };
     Ok(format!(
-        "CREATE TABLE IF NOT EXISTS {} ({} {id}, {} {text} NOT NULL, {} {text} NOT NULL, {} {text} NOT NULL, {} {json}, {} {ts}){}",
+        "CREATE TABLE IF NOT EXISTS {} ({} {id}, {} {text} NOT NULL, {} {text} NOT NULL, {} {text} NOT NULL, {} {json}, {} {ts}, {} {text}){}",
         d.quote_table(table),
         q("id"),
         q("resource"),
@@ -156,6 +169,7 @@ pub fn log_table(d: Dialect, table: &str) -> Result<String, String> {
         q("record_id"),
         q("data"),
         q("replicated_at"),
+        q(LOG_CHANGE_ID),
         table_options(d),
     ))
 }

@@ -6,8 +6,8 @@ mod dialect;
 mod types;
 
 pub use ddl::{
-    add_column, create_table, diff, drop_column, drop_table, infer_attribute, log_table,
-    LiveColumn, SchemaDiff,
+    add_column, create_table, diff, drop_column, drop_table, infer_attribute, log_change_id_type,
+    log_table, LiveColumn, SchemaDiff, LOG_CHANGE_ID,
 };
 pub use dialect::Dialect;
 pub use types::{parse_attributes, AttrType, Attribute, ResourceSchema};

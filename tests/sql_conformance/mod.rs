@@ -782,20 +782,27 @@ pub async fn log_table_gets_one_row_per_operation(db: &dyn TestDb) {
     let mut cfg = alter();
     cfg["logTable"] = json!(log);
     let sink = db.sink(cfg);
-    delivered(
-        &*sink,
-        &[
-            ins(&t, "a", json!({ "name": "x" })),
-            upd(&t, "a", json!({ "name": "y" })),
-        ],
-    )
-    .await;
-    delivered(
-        &*sink,
-        &[del(&t, "a"), ins(&t, "b", json!({ "name": "b" }))],
-    )
-    .await;
+    let first = [
+        ins(&t, "a", json!({ "name": "x" })),
+        upd(&t, "a", json!({ "name": "y" })),
+    ];
+    let second = [del(&t, "a"), ins(&t, "b", json!({ "name": "b" }))];
+    delivered(&*sink, &first).await;
+    delivered(&*sink, &second).await;
     let rows = db.rows(&log).await;
+    // Each row names its change's identity.
+    let mut logged: Vec<String> = rows
+        .values()
+        .map(|r| r["change_id"].as_str().unwrap().to_string())
+        .collect();
+    let mut sent: Vec<String> = first
+        .iter()
+        .chain(&second)
+        .map(|c| c.change_id.clone())
+        .collect();
+    logged.sort();
+    sent.sort();
+    assert_eq!(logged, sent);
     let mut ops: Vec<(String, String, String)> = rows
         .values()
         .map(|r| {

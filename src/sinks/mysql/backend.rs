@@ -144,16 +144,17 @@ pub(crate) fn plan_statements_with(
                     Param::Text(r.operation.to_string()),
                     Param::Text(r.record_id.clone()),
                     Param::Text(r.data.to_string()),
+                    Param::Text(r.change_id.clone()),
                 ]
             })
             .collect();
-        for chunk in chunks(rows, 4, max_params, max_bytes) {
+        for chunk in chunks(rows, 5, max_params, max_bytes) {
             out.push(MyStatement {
                 what: format!("insert into logTable {t}"),
                 sql: format!(
-                    "INSERT INTO {t} ({}, `operation`, `record_id`, `data`) VALUES {}",
+                    "INSERT INTO {t} ({}, `operation`, `record_id`, `data`, `change_id`) VALUES {}",
                     d.quote(log_resource),
-                    placeholders(4, chunk.len())
+                    placeholders(5, chunk.len())
                 ),
                 params: chunk.into_iter().flatten().collect(),
             });
@@ -403,6 +404,7 @@ mod tests {
                     record_id: "c".into(),
                     data: json!({ "id": "c" }),
                     timestamp_ms: 0,
+                    change_id: "0000000000000000:1".into(),
                 }],
             )),
         };
@@ -446,7 +448,7 @@ mod tests {
         assert_eq!(s[1].sql, "DELETE FROM `we``ird` WHERE `id` IN (?, ?)");
         assert_eq!(
             s[2].sql,
-            "INSERT INTO `log` (`resource`, `operation`, `record_id`, `data`) VALUES (?, ?, ?, ?)"
+            "INSERT INTO `log` (`resource`, `operation`, `record_id`, `data`, `change_id`) VALUES (?, ?, ?, ?, ?)"
         );
         assert_eq!(s[2].params[3], Param::Text("{\"id\":\"c\"}".into()));
     }

@@ -233,13 +233,13 @@ pub(crate) fn plan_statements(
             let t = d.quote_table(log);
             let param = rows
                 .iter()
-                .map(|r| serde_json::json!({ "resource": r.resource, "operation": r.operation, "record_id": r.record_id, "data": r.data }))
+                .map(|r| serde_json::json!({ "resource": r.resource, "operation": r.operation, "record_id": r.record_id, "data": r.data, "change_id": r.change_id }))
                 .collect();
             out.push(PgStatement {
                 what: format!("insert into logTable {t}"),
                 sql: format!(
-                    "INSERT INTO {t} ({}, \"operation\", \"record_id\", \"data\") SELECT x.resource, x.operation, x.record_id, x.data \
-                     FROM jsonb_to_recordset($1) AS x(resource text, operation text, record_id text, data jsonb)",
+                    "INSERT INTO {t} ({}, \"operation\", \"record_id\", \"data\", \"change_id\") SELECT x.resource, x.operation, x.record_id, x.data, x.change_id \
+                     FROM jsonb_to_recordset($1) AS x(resource text, operation text, record_id text, data jsonb, change_id text)",
                     d.quote(log_resource)
                 ),
                 param: Value::Array(param),
@@ -472,6 +472,7 @@ mod tests {
                     record_id: "a".into(),
                     data: json!(null),
                     timestamp_ms: 0,
+                    change_id: "0000000000000000:1".into(),
                 }],
             )),
         };
@@ -513,6 +514,7 @@ mod tests {
                     record_id: "a".into(),
                     data: json!({ "x": 1 }),
                     timestamp_ms: 0,
+                    change_id: "0000000000000000:1".into(),
                 }],
             )),
         };
@@ -531,11 +533,11 @@ mod tests {
         );
         assert!(s[0].sql.starts_with("INSERT INTO \"analytics\".\"t\""));
         assert!(s[1].sql.starts_with(
-            "INSERT INTO \"log\" (\"resource\", \"operation\", \"record_id\", \"data\")"
+            "INSERT INTO \"log\" (\"resource\", \"operation\", \"record_id\", \"data\", \"change_id\")"
         ));
         assert_eq!(
             s[1].param,
-            json!([{ "resource": "r", "operation": "inserted", "record_id": "a", "data": { "x": 1 } }])
+            json!([{ "resource": "r", "operation": "inserted", "record_id": "a", "data": { "x": 1 }, "change_id": "0000000000000000:1" }])
         );
         assert_eq!(split_table("a.b"), (Some("a"), "b"));
         assert_eq!(split_table("db.a.b"), (Some("a"), "b"));

@@ -37,6 +37,8 @@ pub struct LogRow {
     pub record_id: String,
     pub data: Value,
     pub timestamp_ms: u64,
+    /// The change's identity (`Change::change_id`).
+    pub change_id: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -97,6 +99,7 @@ pub fn plan_batch<'k>(
                 record_id: c.id.clone(),
                 data: c.data.clone(),
                 timestamp_ms: c.ts_ms,
+                change_id: c.change_id.clone(),
             })
             .collect();
         (name.to_string(), rows)

@@ -194,9 +194,26 @@ impl<B: SqlBackend> SqlSink<B> {
         };
         let mut ready = self.log_ready.lock().await;
         if !*ready {
-            let ddl = schema::log_table(self.backend.dialect(), log)
+            let d = self.backend.dialect();
+            let ddl = schema::log_table(d, log)
                 .map_err(|e| SinkError::permanent(format!("logTable: {e}")))?;
             self.backend.execute_ddl(&ddl).await?;
+            // A log table made by an earlier version (or by the stock plugin) gets the column
+            // of the change identity.
+            let cols = self.backend.describe(log).await?.unwrap_or_default();
+            if !cols
+                .iter()
+                .any(|c| c.name.eq_ignore_ascii_case(schema::LOG_CHANGE_ID))
+            {
+                let ddl = schema::add_column(
+                    d,
+                    log,
+                    schema::LOG_CHANGE_ID,
+                    schema::log_change_id_type(d),
+                )
+                .map_err(SinkError::permanent)?;
+                self.backend.execute_ddl(&ddl).await?;
+            }
             *ready = true;
         }
         Ok(())

@@ -459,7 +459,7 @@ fn deletes(t: &TableWrite, live: &HashMap<String, String>, out: &mut Vec<Stateme
 
 fn log_rows(log: &str, rows: &[LogRow], out: &mut Vec<Statement>) {
     let d = Dialect::Sqlite;
-    let cols = ["resource", "operation", "record_id", "data"];
+    let cols = ["resource", "operation", "record_id", "data", "change_id"];
     let quoted: Vec<String> = cols.iter().map(|c| d.quote(c)).collect();
     let row_ph = placeholders(cols.len());
     for chunk in rows.chunks((MAX_PARAMS / cols.len()).min(MAX_ROWS)) {
@@ -473,6 +473,7 @@ fn log_rows(log: &str, rows: &[LogRow], out: &mut Vec<Statement>) {
             } else {
                 Value::Text(r.data.to_string())
             });
+            params.push(Value::Text(r.change_id.clone()));
         }
         out.push(Statement {
             sql: format!(
@@ -719,6 +720,7 @@ mod tests {
             record_id: "a".into(),
             data: json!({ "x": 1 }),
             timestamp_ms: 1,
+            change_id: "0000000000000000:1".into(),
         }];
         let s = plan_statements(
             &WritePlan {
@@ -730,7 +732,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             s[0].sql,
-            r#"INSERT INTO "log" ("resource", "operation", "record_id", "data") VALUES (?,?,?,?)"#
+            r#"INSERT INTO "log" ("resource", "operation", "record_id", "data", "change_id") VALUES (?,?,?,?,?)"#
         );
         assert_eq!(s[0].params[3], Value::Text("{\"x\":1}".into()));
     }

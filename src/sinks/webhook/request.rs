@@ -101,7 +101,7 @@ mod tests {
         b.change_id = "0123456789abcdef:8".into();
         let key = batch_idempotency_key(&[a.clone(), b.clone()]);
         assert_eq!(key, batch_idempotency_key(&[a.clone(), b.clone()]));
-        assert_ne!(key, batch_idempotency_key(&[a.clone()]));
+        assert_ne!(key, batch_idempotency_key(std::slice::from_ref(&a)));
         assert_ne!(key, batch_idempotency_key(&[b, a]));
         assert!(key.starts_with("batch:") && key.len() == 22);
     }
