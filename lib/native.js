@@ -38,4 +38,6 @@ function causes(error) {
   return out;
 }
 
-const firstLine = (e) => String(e?.message ?? e).split('\n')[0];
+function firstLine(e) {
+  return String(e?.message ?? e).split('\n')[0];
+}
