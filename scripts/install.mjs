@@ -11,7 +11,7 @@
 //   (faster to build, slower to run) debug addon. `npm rebuild s3db-replicator` always rebuilds.
 
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, utimesSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
@@ -106,6 +106,12 @@ const log = openSync(logFile, 'w');
 say(`no prebuilt addon for ${triple}: building it from source with cargo (${profile}); this takes several minutes.`);
 say(`cargo target directory (a cache, reused by later installs): ${targetDir}`);
 say(`full build log: ${logFile}`);
+
+// npm extracts every file with the same old mtime (1985), so cargo's freshness check could keep
+// a cached build of an earlier tarball installed at this same path: touching the crate root
+// makes cargo recompile this crate (its dependencies stay cached).
+const now = new Date();
+utimesSync(path.join(root, 'src', 'lib.rs'), now, now);
 
 const args = ['build', '--lib', '--locked', ...(profile === 'release' ? ['--release'] : [])];
 const child = spawn('cargo', args, {
