@@ -270,7 +270,9 @@ export type ErrorCode =
   | 'ERR_NOT_INSTALLED'
   | 'ERR_NOT_SUPPORTED'
   | 'ERR_BUSY'
-  | 'ERR_SYNC';
+  | 'ERR_SYNC'
+  /** No native addon could be loaded for this platform (see the message for how to build or install it). */
+  | 'ERR_NATIVE_ADDON';
 
 export declare class ReplicatorError extends Error {
   name: 'ReplicatorError';
@@ -464,8 +466,149 @@ export interface SyncAllDataResult {
   durationMs: number;
 }
 
+/** `plg:replicator:skipped`: a change not written to one destination. */
+export interface SkippedEvent {
+  replicator: string;
+  resourceName: string;
+  destination: string;
+  operation: ReplicatorAction;
+  recordId: string;
+  status: 'skipped';
+  /** `'superseded'`: a newer change of the record was accepted, so this older one was not written; absent: dropped by `shouldReplicate`, a null transform or `actions`. */
+  reason?: 'superseded';
+  /** Milliseconds from acceptance to the decision. */
+  duration: number;
+  attempts: number;
+  /** Set when the change was a dead letter being re-sent. */
+  deadLetterId?: number;
+  /** Internal tag of a `replicateBatch` call. */
+  ticket?: number;
+}
+
+/** `plg:replicator:circuit-open`: a destination fails every write; its changes wait, nothing fails. */
+export interface CircuitOpenEvent {
+  replicator: string;
+  state: 'open';
+  /** Failed writes in a row that opened the breaker. */
+  failures: number;
+  /** The last write error. */
+  error?: string;
+}
+
+/** `plg:replicator:circuit-closed`: the destination is reachable again; waiting changes are delivered. */
+export interface CircuitClosedEvent {
+  replicator: string;
+  state: 'closed';
+  downForMs: number;
+}
+
+export interface SyncResourceEvent {
+  replicatorId: string;
+  resourceName: string;
+}
+
+export interface SyncCompletedEvent {
+  replicatorId: string;
+  total: number;
+  synced: number;
+  skipped: number;
+  superseded: number;
+  failed: number;
+  /** How many records failed (the list is in the syncAllData result). */
+  errors: number;
+  resumed: boolean;
+  durationMs: number;
+  stats: ReplicatorPlugin['stats'];
+}
+
+export interface TableCreatedEvent {
+  replicator: string;
+  tableName: string;
+  /** The columns created. */
+  attributes: string[];
+}
+
+export interface TableAlteredEvent {
+  replicator: string;
+  tableName: string;
+  addedColumns: string[];
+  droppedColumns: string[];
+}
+
+export interface TableRecreatedEvent {
+  replicator: string;
+  tableName: string;
+}
+
+/** A mismatch under `onMismatch: 'warn'`. */
+export interface SchemaMismatchEvent {
+  replicator: string;
+  tableName: string;
+  message: string;
+}
+
+export interface SchemaSyncCompletedEvent {
+  /** The followed resources whose tables were checked. */
+  resources: string[];
+  events: SchemaSyncEvent[];
+}
+
+/** A failure could not be written to the replication log resource. */
+export interface ReplicatorLogErrorEvent {
+  replicator: string | null;
+  resourceName: string | null;
+  recordId: string | null;
+  /** Why the log write failed. */
+  logError: string;
+}
+
+export interface ReplicatorLogResourceCreationErrorEvent {
+  /** The log resource's name (`replicatorLogResource`). */
+  resourceName: string;
+  error: string;
+}
+
+/** A destination database the plugin opened could not be disconnected at stop. */
+export interface ReplicatorCleanupErrorEvent {
+  replicator: string;
+  error: string;
+}
+
+/** Every event the plugin emits, with its payload. */
+export interface ReplicatorPluginEvents {
+  'plg:replicator:replicated': ReplicatedEvent;
+  'plg:replicator:error': ReplicationErrorEvent;
+  /** Same payload as `plg:replicator:error` (the stock plugin's name). */
+  replicationError: ReplicationErrorEvent;
+  'plg:replicator:skipped': SkippedEvent;
+  'plg:replicator:circuit-open': CircuitOpenEvent;
+  'plg:replicator:circuit-closed': CircuitClosedEvent;
+  'plg:replicator:sync-progress': SyncProgress;
+  'plg:replicator:sync-resource': SyncResourceEvent;
+  'plg:replicator:sync-completed': SyncCompletedEvent;
+  table_created: TableCreatedEvent;
+  table_altered: TableAlteredEvent;
+  table_recreated: TableRecreatedEvent;
+  schema_mismatch: SchemaMismatchEvent;
+  schema_sync_completed: SchemaSyncCompletedEvent;
+  replicator_log_error: ReplicatorLogErrorEvent;
+  replicator_log_resource_creation_error: ReplicatorLogResourceCreationErrorEvent;
+  replicator_cleanup_error: ReplicatorCleanupErrorEvent;
+}
+
+export type ReplicatorEventName = keyof ReplicatorPluginEvents;
+/** Any event name except the typed ones (their listeners must take the typed payload). */
+export type NotAReplicatorEvent<E> = E extends ReplicatorEventName ? never : E;
+
 export declare class ReplicatorPlugin extends Plugin {
   constructor(options: ReplicatorPluginOptions);
+  // Both are set by `db.usePlugin()`. s3db.js 21.6.2 types them `| null` on its Plugin class but
+  // `| undefined` on usePlugin()'s parameter, so a plugin typed like its base class cannot be
+  // passed to `db.usePlugin()` under `--strict`; declared non-null here, it can.
+  instanceName: string;
+  cronManager: NonNullable<Plugin['cronManager']>;
+  /** Called by `db.usePlugin()` (the parameter is widened for the same reason). */
+  install(database: object): Promise<void>;
   stats: { totalReplications: number; totalErrors: number; totalSkipped: number; lastSync: string | null };
   /** Resolves once every change accepted so far is delivered or has failed (events emitted). */
   flush(): Promise<void>;
@@ -493,21 +636,13 @@ export declare class ReplicatorPlugin extends Plugin {
   /** Removes dead letters for good; resolves with how many existed. */
   discardDeadLetters(ids: number[]): Promise<number>;
 
-  on(event: 'plg:replicator:replicated', listener: (e: ReplicatedEvent) => void): this;
-  on(event: 'plg:replicator:error' | 'replicationError', listener: (e: ReplicationErrorEvent) => void): this;
-  on(event: 'plg:replicator:skipped', listener: (e: Record<string, unknown>) => void): this;
-  on(event: 'plg:replicator:sync-resource', listener: (e: { resourceName: string; replicatorId: string }) => void): this;
-  on(event: 'plg:replicator:sync-progress', listener: (e: SyncProgress) => void): this;
-  /** A replicator's destination looks down (circuit breaker opened): its changes wait, nothing fails. */
-  on(event: 'plg:replicator:circuit-open', listener: (e: { replicator: string; state: 'open'; failures: number; error?: string }) => void): this;
-  /** The destination is reachable again; waiting changes are being delivered. */
-  on(event: 'plg:replicator:circuit-closed', listener: (e: { replicator: string; state: 'closed'; downForMs: number }) => void): this;
-  on(event: 'plg:replicator:sync-completed', listener: (e: { replicatorId: string; total: number; synced: number; skipped: number; superseded: number; failed: number; errors: number; resumed: boolean; durationMs: number; stats: ReplicatorStats['stats'] }) => void): this;
-  on(event: 'table_created' | 'table_altered' | 'table_recreated' | 'schema_mismatch', listener: (e: Omit<SchemaSyncEvent, 'event'>) => void): this;
-  on(event: 'schema_sync_completed', listener: (e: { resources: string[]; events: SchemaSyncEvent[] }) => void): this;
-  on(event: 'replicator_log_error', listener: (e: { replicator: string | null; resourceName: string | null; recordId: string | null; logError: string }) => void): this;
-  on(event: 'replicator_log_resource_creation_error', listener: (e: { resourceName: string; error: string }) => void): this;
-  on(event: string | symbol, listener: (...args: any[]) => void): this;
+  /** Typed listeners for the events in {@link ReplicatorPluginEvents}; other names stay untyped. */
+  on<E extends ReplicatorEventName>(event: E, listener: (payload: ReplicatorPluginEvents[E]) => void): this;
+  on<E extends string | symbol>(event: NotAReplicatorEvent<E>, listener: (...args: any[]) => void): this;
+  once<E extends ReplicatorEventName>(event: E, listener: (payload: ReplicatorPluginEvents[E]) => void): this;
+  once<E extends string | symbol>(event: NotAReplicatorEvent<E>, listener: (...args: any[]) => void): this;
+  off<E extends ReplicatorEventName>(event: E, listener: (payload: ReplicatorPluginEvents[E]) => void): this;
+  off<E extends string | symbol>(event: NotAReplicatorEvent<E>, listener: (...args: any[]) => void): this;
 }
 
 export default ReplicatorPlugin;

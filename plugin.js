@@ -7,7 +7,7 @@
 
 import { Plugin } from 's3db.js/plugins/plugin.class';
 
-import { ReplicationEngine, checkConfig } from './index.js';
+import { ReplicationEngine, checkConfig } from './lib/native.js';
 import { createCallbackBridge } from './lib/callbacks.js';
 import * as deadLetters from './lib/dead-letters.js';
 import { ReplicatorError, configError } from './lib/errors.js';

@@ -2,15 +2,19 @@
 // s3db-replicator command line.
 //   s3db-replicator sync --connection <s3db connection string> --config <options.mjs>
 //                        [--replicator <id> ...] [--batch-size n] [--concurrency n] [--no-resume]
+//   s3db-replicator help [sync] | --help | sync --help | --version | -v
 // Every message goes through redact(): credentials in connection strings never reach the terminal.
 
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 
 import { redact, secretsOf } from '../lib/redact.js';
 
-const USAGE = `Usage: s3db-replicator sync --connection <connection string> --config <file.mjs> [options]
+const VERSION = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version;
+
+const SYNC_USAGE = `Usage: s3db-replicator sync --connection <connection string> --config <file.mjs> [options]
 
 Copies every existing record of the source database through the replicators (ReplicatorPlugin
 syncAllData): batched, concurrent, resumable after a crash (with an outbox on disk), alongside
@@ -34,6 +38,17 @@ config's outbox.dir); with a memory:// source or outbox: false every run starts 
 Exit status: 0 when every record was synced (or skipped), 1 when something failed.
 `;
 
+const USAGE = `s3db-replicator ${VERSION}: replication for s3db.js (Rust engine)
+
+Commands:
+  sync              copy every existing record through the replicators (below)
+  help [command]    show this help, or a command's
+  -v, --version     print the version
+
+${SYNC_USAGE}`;
+
+const COMMANDS = { sync: SYNC_USAGE };
+
 const secrets = new Set();
 const say = (stream, text) => stream.write(`${redact(text, secrets)}\n`);
 const out = (text) => say(process.stdout, text);
@@ -55,6 +70,7 @@ function parse(argv) {
         concurrency: { type: 'string' },
         'no-resume': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'v' },
       },
     });
   } catch (error) {
@@ -62,10 +78,16 @@ function parse(argv) {
   }
   const { values, positionals } = parsed;
   if (values.connection) for (const s of secretsOf(values.connection)) secrets.add(s);
-  if (values.help) return { help: true };
   const [command, ...extra] = positionals;
+  if (values.version || command === 'version') return { print: `s3db-replicator ${VERSION}\n` };
+  if (command === 'help') {
+    if (extra.length === 0) return { print: USAGE };
+    if (!COMMANDS[extra[0]]) throw new UsageError(`no help for '${extra[0]}' (commands: ${Object.keys(COMMANDS).join(', ')})`);
+    return { print: COMMANDS[extra[0]] };
+  }
+  if (values.help) return { print: COMMANDS[command] ?? USAGE };
   if (!command) throw new UsageError('missing command (sync)');
-  if (command !== 'sync') throw new UsageError(`unknown command '${command}' (the command is sync)`);
+  if (command !== 'sync') throw new UsageError(`unknown command '${command}' (commands: sync, help)`);
   if (extra.length > 0) throw new UsageError(`unexpected argument '${extra[0]}'`);
   if (!values.connection) throw new UsageError('--connection is required');
   if (!values.config) throw new UsageError('--config is required');
@@ -166,8 +188,8 @@ function progressReporter(stream) {
 
 async function main(argv) {
   const args = parse(argv);
-  if (args.help) {
-    process.stdout.write(USAGE);
+  if (args.print) {
+    process.stdout.write(args.print);
     return 0;
   }
   const options = await loadOptions(args.config);

@@ -14,7 +14,8 @@ export class S3dbDestinations {
     this.sourceDb = sourceDb;
     /** replicator id → { connect(): Promise<Database>, owned: boolean, createResources: boolean } */
     this.targets = new Map();
-    this.creating = new Map();
+    /** destination Database → { tail: Promise (the last creation queued), pending: Map<name, Promise<resource>> } */
+    this.creations = new WeakMap();
   }
 
   /** Registers the destination of one s3db replicator. Connection is lazy and retried. */
@@ -109,14 +110,30 @@ export class S3dbDestinations {
       error.retriable = false;
       throw error;
     }
-    const key = `${change.dest}`;
-    let creating = this.creating.get(db)?.get(key);
-    if (!creating) {
-      creating = this.createResource(db, change).finally(() => this.creating.get(db)?.delete(key));
-      if (!this.creating.has(db)) this.creating.set(db, new Map());
-      this.creating.get(db).set(key, creating);
+    return this.createOnce(db, change);
+  }
+
+  /**
+   * Creates destination resources one at a time per destination database: s3db.js writes the
+   * database's whole `s3db.json` on every createResource, so two creations at once can each
+   * write a list without the other and one resource disappears from the metadata (its data
+   * stays, but a new connection cannot see it). Concurrent requests for one name share a creation.
+   */
+  createOnce(db, change) {
+    let queue = this.creations.get(db);
+    if (!queue) {
+      queue = { tail: Promise.resolve(), pending: new Map() };
+      this.creations.set(db, queue);
     }
-    return creating;
+    const name = change.dest;
+    const pending = queue.pending.get(name);
+    if (pending) return pending;
+    const created = queue.tail.then(() => this.createResource(db, change));
+    queue.pending.set(name, created);
+    // The next creation waits for this one, whether it succeeds or fails.
+    queue.tail = created.then(() => {}, () => {});
+    created.then(() => queue.pending.delete(name), () => queue.pending.delete(name));
+    return created;
   }
 
   /** Creates a missing destination resource: the source's attributes (when the route has no

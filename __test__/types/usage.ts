@@ -1,0 +1,68 @@
+// Type-checked by __test__/typings.test.mjs with `tsc --strict --noEmit`: the public API as an
+// application uses it. Every line must compile, except those marked @ts-expect-error, which
+// must fail (proving that a wrong payload field is rejected).
+import { Database } from 's3db.js/lite';
+import ReplicatorPluginDefault, { ReplicatorPlugin, type ReplicatorError, type ReplicatorPluginEvents } from 's3db-replicator';
+
+const plugin = new ReplicatorPlugin({
+  batchSize: 50,
+  outbox: { dir: './outbox', fsync: 'interval' },
+  replicators: [
+    { driver: 's3db', resources: ['users'], config: { connectionString: 'file://./backup' } },
+    { driver: 's3db', resources: { users: ['people', { resource: 'audit', transform: (d) => ({ id: d.id }) }] }, client: {} },
+    { driver: 'webhook', resources: { users: { actions: ['inserted', 'delete'], shouldReplicate: (_d, action) => action !== 'deleted' } }, config: { url: 'http://127.0.0.1:1/hook', auth: { type: 'bearer', token: 't' } } },
+    { driver: 'postgresql', resources: { users: 'users_table' }, config: { connectionString: 'postgres://127.0.0.1/db', schemaSync: { enabled: true, onMismatch: 'warn' } } },
+  ],
+});
+const same: typeof ReplicatorPlugin = ReplicatorPluginDefault;
+
+const ms: number[] = [];
+plugin
+  .on('plg:replicator:replicated', (e) => ms.push(e.duration + e.attempts))
+  .on('plg:replicator:error', (e) => console.log(e.error, e.code, e.deadLetterId?.toFixed(), e.data?.id))
+  .on('replicationError', (e) => console.log(e.resourceName, e.operation))
+  .on('plg:replicator:skipped', (e) => console.log(e.destination, e.recordId, e.reason === 'superseded', e.duration))
+  .on('plg:replicator:circuit-open', (e) => console.log(e.failures, e.error ?? ''))
+  .on('plg:replicator:circuit-closed', (e) => console.log(e.downForMs.toFixed()))
+  .on('plg:replicator:sync-progress', (e) => console.log(e.done / e.total, e.etaMs ?? 0))
+  .on('plg:replicator:sync-resource', (e) => console.log(e.resourceName, e.replicatorId))
+  .on('plg:replicator:sync-completed', (e) => console.log(e.synced, e.errors.toFixed(), e.stats.totalErrors))
+  .on('table_created', (e) => console.log(e.tableName, e.attributes.join()))
+  .on('table_altered', (e) => console.log(e.addedColumns.length, e.droppedColumns.length))
+  .on('table_recreated', (e) => console.log(e.replicator, e.tableName))
+  .on('schema_mismatch', (e) => console.log(e.message.toUpperCase()))
+  .on('schema_sync_completed', (e) => console.log(e.resources.length, e.events.map((x) => x.event)))
+  .on('replicator_log_error', (e) => console.log(e.logError, e.recordId ?? 'none'))
+  .on('replicator_log_resource_creation_error', (e) => console.log(e.resourceName, e.error))
+  .on('replicator_cleanup_error', (e) => console.log(e.replicator, e.error))
+  .once('plg:replicator:replicated', (e) => console.log(e.success))
+  .on('some-other-event', (...args) => console.log(args.length));
+
+// @ts-expect-error a skipped change has no `error` field
+plugin.on('plg:replicator:skipped', (e) => console.log(e.error));
+// @ts-expect-error duration is a number, not a string
+plugin.on('plg:replicator:replicated', (e: { duration: string }) => console.log(e.duration));
+// @ts-expect-error circuit-closed reports downForMs, not failures
+plugin.on('plg:replicator:circuit-closed', (e) => e.failures);
+
+const payload: ReplicatorPluginEvents['plg:replicator:error'] = { replicator: 'r', resourceName: 'users', operation: 'inserted', error: 'boom', attempts: 1 };
+
+async function main(): Promise<void> {
+  const db = new Database({ connectionString: 'memory://bucket/app' });
+  await db.connect();
+  await db.usePlugin(plugin);
+  await plugin.flush();
+  const stats = await plugin.getReplicatorStats();
+  const batch = await plugin.replicateBatch('users', [{ id: 'a' }], { replicator: 's3db' });
+  const sync = await plugin.syncAllData('s3db', { batchSize: 10, onProgress: (p) => console.log(p.rate) });
+  const dead = await plugin.getDeadLetters({ limit: 5 });
+  console.log(stats.stats.pending, batch.successful, sync.synced, dead.map((d) => d.code), payload, same);
+  try {
+    await plugin.retryFailedReplicators();
+  } catch (error) {
+    const e = error as ReplicatorError;
+    console.log(e.code, e.description, e.context);
+  }
+  await plugin.stop();
+}
+void main;
