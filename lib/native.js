@@ -11,7 +11,7 @@ try {
   throw missingAddon(error);
 }
 
-export const { ReplicationEngine, checkConfig } = binding;
+export const { ReplicationEngine, checkConfig, didYouMean } = binding;
 
 function missingAddon(error) {
   const triple = platformTriple();

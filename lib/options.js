@@ -2,7 +2,7 @@
 // table and replaced by { $fn: id }), existing Database clients are kept aside, and the rest
 // crosses the FFI as JSON. All validation of the result happens in Rust (checkConfig).
 
-import { didYouMean } from '../index.js';
+import { didYouMean } from './native.js';
 import { ReplicatorError } from './errors.js';
 
 /** Options the engine reads; the plugin's own (verbose, logs, ...) stay in JavaScript. */
