@@ -18,6 +18,10 @@ export interface DestinationConfig {
   resource?: string;
   /** Alias of `resource`, for table-based destinations. */
   table?: string;
+  /** Alias of `resource`, for collection-based destinations. */
+  collection?: string;
+  /** SQL drivers: the table's key column when it is not `id` (it receives the record id). */
+  primaryKey?: string;
   transform?: TransformFunction;
   /** Which actions reach this destination (default: all). */
   actions?: ActionName[];
@@ -199,6 +203,15 @@ export interface ReplicatorPluginOptions {
   outbox?: false | OutboxOptions;
   /** Per-replicator circuit breaker; `false` = plain retry-then-fail. */
   circuitBreaker?: false | CircuitBreakerOptions;
+  /** As in the stock plugin: which source resources are followed. */
+  resourceFilter?: (resourceName: string) => boolean;
+  resourceAllowlist?: string[];
+  resourceBlocklist?: string[];
+  /** As in the stock plugin: `{ log }` names the log resource. */
+  resourceNames?: { log?: string };
+  /** Accepted for compatibility with the stock plugin; no effect (see `concurrency`). */
+  replicatorConcurrency?: number;
+  stopConcurrency?: number;
   [key: string]: unknown;
 }
 
@@ -245,6 +258,8 @@ export interface DeadLetter {
 
 export interface OutboxInfo {
   mode: 'disk' | 'memory';
+  /** 16 hex digits: the first part of every change's identity `{id}:{seq}` (Idempotency-Key, log `change_id`). */
+  id: string;
   dir?: string;
   /** Accepted changes not yet settled by every destination (disk mode). */
   pending: number;
@@ -295,11 +310,15 @@ export interface ReplicatedEvent {
   success: true;
 }
 
+/**
+ * A change that failed, or (with `resourceName`, `operation` and `recordId` all `null` and
+ * `code: 'ERR_SINK_UNAVAILABLE'`) a destination that went down: its changes wait, none failed.
+ */
 export interface ReplicationErrorEvent {
   replicator: string | null;
-  resourceName: string;
-  operation: ReplicatorAction;
-  recordId?: string;
+  resourceName: string | null;
+  operation: ReplicatorAction | 'schemaSync' | null;
+  recordId?: string | null;
   /** Error message. */
   error: string;
   code?: ErrorCode;
@@ -541,6 +560,21 @@ export interface TableRecreatedEvent {
 }
 
 /** A mismatch under `onMismatch: 'warn'`. */
+/** Schema sync could not reach the destination; it runs before the first write to the table. */
+export interface SchemaSyncDeferredEvent {
+  replicator: string;
+  tableName: string;
+  /** The underlying cause (e.g. `Connection refused`). */
+  error: string;
+}
+
+/** With a disk outbox, every undelivered change waits for destinations that are down: the process may end. */
+export interface KeptEvent {
+  waiting: Array<{ replicator: string; queued: number }>;
+  /** The outbox directory that keeps them for the next start. */
+  dir: string;
+}
+
 export interface SchemaMismatchEvent {
   replicator: string;
   tableName: string;
@@ -590,7 +624,9 @@ export interface ReplicatorPluginEvents {
   table_altered: TableAlteredEvent;
   table_recreated: TableRecreatedEvent;
   schema_mismatch: SchemaMismatchEvent;
+  schema_sync_deferred: SchemaSyncDeferredEvent;
   schema_sync_completed: SchemaSyncCompletedEvent;
+  'plg:replicator:kept': KeptEvent;
   replicator_log_error: ReplicatorLogErrorEvent;
   replicator_log_resource_creation_error: ReplicatorLogResourceCreationErrorEvent;
   replicator_cleanup_error: ReplicatorCleanupErrorEvent;

@@ -35,6 +35,8 @@ plugin
   .on('replicator_log_error', (e) => console.log(e.logError, e.recordId ?? 'none'))
   .on('replicator_log_resource_creation_error', (e) => console.log(e.resourceName, e.error))
   .on('replicator_cleanup_error', (e) => console.log(e.replicator, e.error))
+  .on('plg:replicator:kept', (e) => console.log(e.dir, e.waiting.map((w) => w.queued + w.replicator.length)))
+  .on('schema_sync_deferred', (e) => console.log(e.tableName, e.error.length))
   .once('plg:replicator:replicated', (e) => console.log(e.success))
   .on('some-other-event', (...args) => console.log(args.length));
 
