@@ -16,9 +16,10 @@ if [ ! -d node_modules/s3db.js ] || [ package-lock.json -nt node_modules/.packag
   npm install --ignore-scripts --no-audit --no-fund
 fi
 
-step "test services (PostgreSQL, MariaDB, libSQL server on loopback)"
+step "test services (PostgreSQL, MariaDB, libSQL server, AWS-compatible server on loopback)"
 ./scripts/services/databases.sh
 ./scripts/services/sqld.sh
+./scripts/services/moto.sh
 
 step "rustfmt and clippy"
 cargo fmt --all -- --check

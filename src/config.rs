@@ -271,9 +271,7 @@ pub struct EngineConfig {
 
 /// Drivers that the spec names and this version does not ship yet: a clear error beats
 /// "unknown driver" for a name the user copied from the documentation.
-const PLANNED_DRIVERS: &[&str] = &[
-    "sqs", "bigquery", "dynamodb", "mongodb", "csv", "jsonl", "parquet", "excel",
-];
+const PLANNED_DRIVERS: &[&str] = &["bigquery", "mongodb", "csv", "jsonl", "parquet", "excel"];
 
 impl EngineConfig {
     /// Parses and validates the JSON produced by the plugin.
@@ -523,6 +521,10 @@ fn parse_replicator(
             }
         );
         e
+    })?;
+    sink.check_routes(&routes).map_err(|e| ConfigError {
+        path: format!("{at}.{}", e.path),
+        ..e
     })?;
     Ok(ReplicatorConfig {
         id,

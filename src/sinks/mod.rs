@@ -2,10 +2,13 @@
 //! matches on a driver name. Sinks never retry or sleep: they classify their errors and the
 //! engine (`engine::lane`) decides what to do.
 
+mod aws;
+mod dynamodb;
 pub mod mysql;
 pub mod postgres;
 mod s3db;
 pub mod sql;
+mod sqs;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod turso;
@@ -17,9 +20,11 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub use dynamodb::DynamoDbConfig;
 pub use mysql::{MySqlConfig, PlanetScaleConfig};
 pub use postgres::PostgresConfig;
 pub use s3db::S3dbConfig;
+pub use sqs::SqsConfig;
 pub use turso::TursoConfig;
 pub use webhook::WebhookConfig;
 
@@ -118,6 +123,8 @@ pub enum SinkConfig {
     MySql(MySqlConfig),
     PlanetScale(PlanetScaleConfig),
     Turso(TursoConfig),
+    Sqs(SqsConfig),
+    DynamoDb(DynamoDbConfig),
 }
 
 impl SinkConfig {
@@ -131,6 +138,8 @@ impl SinkConfig {
         "mariadb",
         "planetscale",
         "turso",
+        "sqs",
+        "dynamodb",
     ];
 
     /// Keys a destination object of this driver may carry besides the common ones (`resource`
@@ -142,6 +151,8 @@ impl SinkConfig {
             "postgresql" | "postgres" | "mysql" | "mariadb" | "planetscale" | "turso" => {
                 &["primaryKey"]
             }
+            "sqs" => &["queueUrl"],
+            "dynamodb" => &["primaryKey", "sortKey"],
             _ => &[],
         }
     }
@@ -158,6 +169,8 @@ impl SinkConfig {
                 Self::PlanetScale(parse_section::<PlanetScaleConfig>(config)?.validated()?)
             }
             "turso" => Self::Turso(parse_section::<TursoConfig>(config)?.validated()?),
+            "sqs" => Self::Sqs(parse_section::<SqsConfig>(config)?.validated()?),
+            "dynamodb" => Self::DynamoDb(parse_section::<DynamoDbConfig>(config)?.validated()?),
             other => {
                 return Err(ConfigError::new(
                     "",
@@ -176,7 +189,22 @@ impl SinkConfig {
             Self::MySql(c) => mysql::build(c, sql::key_columns(&ctx.routes)?)?,
             Self::PlanetScale(c) => mysql::build_planetscale(c, sql::key_columns(&ctx.routes)?)?,
             Self::Turso(c) => turso::build(c, sql::key_columns(&ctx.routes)?)?,
+            Self::Sqs(c) => Arc::new(sqs::SqsSink::new(c.clone(), ctx.routes.clone())),
+            Self::DynamoDb(c) => Arc::new(dynamodb::DynamoDbSink::new(c.clone(), &ctx.routes)?),
         })
+    }
+
+    /// Checks the settings that depend on the routes (every SQS resource has a queue, DynamoDB
+    /// keys), at construction, naming the resource at fault.
+    pub fn check_routes(&self, routes: &[crate::config::Route]) -> Result<(), ConfigError> {
+        match self {
+            Self::Sqs(c) => c.check_routes(routes),
+            Self::DynamoDb(_) => dynamodb::key_schemas(routes).map(|_| ()),
+            Self::Postgres(_) | Self::MySql(_) | Self::PlanetScale(_) | Self::Turso(_) => {
+                sql::key_columns(routes).map(|_| ())
+            }
+            Self::S3db(_) | Self::Webhook(_) => Ok(()),
+        }
     }
 
     /// The configuration as JSON with secrets replaced by `***` (for `listReplicators()`).
@@ -188,6 +216,8 @@ impl SinkConfig {
             Self::MySql(c) => c.redacted(),
             Self::PlanetScale(c) => c.redacted(),
             Self::Turso(c) => c.redacted(),
+            Self::Sqs(c) => c.redacted(),
+            Self::DynamoDb(c) => c.redacted(),
         }
     }
 }
