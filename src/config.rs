@@ -912,7 +912,7 @@ mod tests {
                 "replicators[0].driver",
             ),
             (
-                json!({ "replicators": [{ "driver": "dynamodb", "resources": ["u"] }] }),
+                json!({ "replicators": [{ "driver": "mongodb", "resources": ["u"] }] }),
                 "replicators[0].driver",
             ),
             (s3db(json!([])), "replicators[0].resources"),
