@@ -9,6 +9,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod hash;
 pub mod outbox;
 pub mod schema;
 pub mod secret;

@@ -78,6 +78,13 @@ impl AwsAuth {
         })
     }
 
+    /// Adds the redacted settings to a driver's redacted configuration object.
+    pub fn redact_into(&self, config: &mut Value) {
+        if let (Value::Object(m), Value::Object(a)) = (config, self.redacted()) {
+            m.extend(a);
+        }
+    }
+
     /// The settings for `listReplicators()`: the key id is shown, secrets are `***`.
     pub fn redacted(&self) -> Value {
         json!({

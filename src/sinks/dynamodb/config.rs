@@ -46,9 +46,7 @@ impl DynamoDbConfig {
 
     pub fn redacted(&self) -> Value {
         let mut v = json!({ "createTable": self.create_table });
-        if let (Value::Object(m), Value::Object(a)) = (&mut v, self.auth.redacted()) {
-            m.extend(a);
-        }
+        self.auth.redact_into(&mut v);
         v
     }
 }

@@ -200,9 +200,7 @@ impl SqsConfig {
             "messageGroupId": self.message_group_id, "deduplicationId": self.deduplication_id,
             "maxMessageBytes": self.max_message_bytes,
         });
-        if let (Value::Object(m), Value::Object(a)) = (&mut v, self.auth.redacted()) {
-            m.extend(a);
-        }
+        self.auth.redact_into(&mut v);
         v
     }
 }

@@ -52,11 +52,7 @@ pub fn group_id(resource: &str, id: &str) -> String {
     if out.len() <= 128 {
         return out;
     }
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in out.bytes() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let hash = crate::hash::fnv1a64(out.bytes());
     format!("{}#{hash:016x}", &out[..111])
 }
 

@@ -71,13 +71,11 @@ pub fn idempotency_key(c: &Change) -> &str {
 /// of its items' keys, so the same changes in the same order always get the same key. Each
 /// item also carries its own `idempotencyKey`.
 pub fn batch_idempotency_key(changes: &[Change]) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for c in changes {
-        for b in c.change_id.bytes().chain(std::iter::once(b'\n')) {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
+    let hash = crate::hash::fnv1a64(
+        changes
+            .iter()
+            .flat_map(|c| c.change_id.bytes().chain(std::iter::once(b'\n'))),
+    );
     format!("batch:{hash:016x}")
 }
 
