@@ -20,8 +20,15 @@ export interface DestinationConfig {
   table?: string;
   /** Alias of `resource`, for collection-based destinations. */
   collection?: string;
-  /** SQL drivers: the table's key column when it is not `id` (it receives the record id). */
+  /**
+   * SQL drivers: the table's key column when it is not `id` (it receives the record id).
+   * DynamoDB: the table's partition key attribute (default `id`), read from the record.
+   */
   primaryKey?: string;
+  /** DynamoDB: the table's sort key attribute, read from the record. */
+  sortKey?: string;
+  /** SQS: this destination's queue (overrides `queues` and the defaults). */
+  queueUrl?: string;
   transform?: TransformFunction;
   /** Which actions reach this destination (default: all). */
   actions?: ActionName[];
@@ -42,6 +49,12 @@ export interface S3dbDriverConfig {
   connectionString?: string;
   /** An existing, connected s3db.js Database (instead of connectionString). */
   client?: object;
+  /**
+   * An S3-compatible server (MinIO, moto, R2 ...) for an `s3://` connectionString, e.g.
+   * `'http://127.0.0.1:9000'` (no credentials, no path). Without it `s3://` means AWS S3.
+   */
+  endpoint?: string;
+  /** Passed to the destination Database, as the stock driver does. */
   region?: string;
   keyPrefix?: string;
   logLevel?: string;
@@ -152,6 +165,52 @@ export interface TursoDriverConfig {
   schemaSync?: SchemaSyncOptions;
 }
 
+/** Static AWS credentials; without them the AWS default chain (environment, profile, role) is used. */
+export interface AwsCredentialsConfig {
+  accessKeyId: string;
+  secretAccessKey: string;
+  sessionToken?: string;
+}
+
+interface AwsCommonConfig {
+  /** Default: the AWS default chain's region (AWS_REGION, profile), else us-east-1. */
+  region?: string;
+  /** A local or compatible server, e.g. `'http://127.0.0.1:4566'`. */
+  endpoint?: string;
+  credentials?: AwsCredentialsConfig;
+  /** With `secretAccessKey`, instead of `credentials`. */
+  accessKeyId?: string;
+  secretAccessKey?: string;
+}
+
+/** A message attribute as SQS writes it, or a plain string. */
+export type SqsMessageAttribute = string | { DataType: 'String' | 'Number' | `String.${string}` | `Number.${string}`; StringValue: string };
+
+export interface SqsDriverConfig extends AwsCommonConfig {
+  /** The queue of every resource without one of its own. */
+  queueUrl?: string;
+  /** Resource name → queue URL. */
+  queues?: Record<string, string>;
+  /** Resource name → several queue URLs (each change goes to all), as in the stock driver. */
+  resourceQueueMap?: Record<string, string[]>;
+  /** The queue of resources that have none (`defaultQueue` is the stock code's spelling). */
+  defaultQueueUrl?: string;
+  defaultQueue?: string;
+  /** FIFO queues: one fixed message group (default: one group per record, `resource:id`). */
+  messageGroupId?: string;
+  /** FIFO queues: send the change's identity as MessageDeduplicationId. Default true. */
+  deduplicationId?: boolean;
+  /** Attributes of every message (at most 8; `resource` and `action` are always added). */
+  messageAttributes?: Record<string, SqsMessageAttribute>;
+  /** Largest message and SendMessageBatch request in bytes, 1024 to 1048576. Default 262144. */
+  maxMessageBytes?: number;
+}
+
+export interface DynamoDbDriverConfig extends AwsCommonConfig {
+  /** Create a missing table (on-demand billing, the configured keys). Default false. */
+  createTable?: boolean;
+}
+
 interface ReplicatorBase {
   /** Unique id; default: the driver name (`s3db`), or `s3db-1`, `s3db-2` when a driver is used twice. */
   id?: string;
@@ -166,7 +225,9 @@ export type ReplicatorConfig =
   | (ReplicatorBase & { driver: 'postgresql' | 'postgres'; config: PostgresDriverConfig })
   | (ReplicatorBase & { driver: 'mysql' | 'mariadb'; config: MySqlDriverConfig })
   | (ReplicatorBase & { driver: 'planetscale'; config: PlanetScaleDriverConfig })
-  | (ReplicatorBase & { driver: 'turso'; config: TursoDriverConfig });
+  | (ReplicatorBase & { driver: 'turso'; config: TursoDriverConfig })
+  | (ReplicatorBase & { driver: 'sqs'; config: SqsDriverConfig })
+  | (ReplicatorBase & { driver: 'dynamodb'; config: DynamoDbDriverConfig });
 
 export interface ReplicatorPluginOptions {
   /** Default true. */

@@ -15,7 +15,7 @@ import { fullSync } from './lib/full-sync.js';
 import { prepareOptions } from './lib/options.js';
 import { resolveOutbox } from './lib/outbox.js';
 import * as replicationLog from './lib/replication-log.js';
-import { S3dbDestinations } from './lib/s3db-destination.js';
+import { destinationConnectionString, S3dbDestinations } from './lib/s3db-destination.js';
 
 export { ReplicatorError };
 
@@ -95,8 +95,10 @@ export class ReplicatorPlugin extends Plugin {
     native.replicators.forEach((rep, index) => {
       if (rep.driver !== 's3db') return;
       this._destinations.add(infos[index].id, {
-        connectionString: rep.config.connectionString,
+        connectionString: rep.config.connectionString && destinationConnectionString(rep.config.connectionString, rep.config.endpoint),
         client: clients.get(index),
+        region: rep.config.region,
+        keyPrefix: rep.config.keyPrefix,
         createResources: rep.config.createResources,
         logLevel: rep.config.logLevel,
       });

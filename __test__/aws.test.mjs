@@ -4,8 +4,11 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { ReplicatorPlugin } from '../plugin.js';
-import { AWS_ENDPOINT, awsConfig, createBucket, createQueue, createTable, drainQueue, scanTable, unique } from './helpers/aws.mjs';
-import { collect, memoryDb } from './helpers/db.mjs';
+import { Database } from 's3db.js/lite';
+
+import { AWS_ENDPOINT, awsConfig, createBucket, createQueue, createTable, drainQueue, listObjects, scanTable, unique } from './helpers/aws.mjs';
+import { collect, memoryDb, visible } from './helpers/db.mjs';
+import { startTcpProxy } from './helpers/tcp-proxy.mjs';
 
 async function start(t, replicators, options = {}) {
   const db = await memoryDb('aws');
@@ -124,4 +127,101 @@ test("dynamodb: the spec's composite-key configuration; values keep their types;
   assert.deepEqual(scanTable(ordersT), [{ id: 'x1', customerId: 'c1', orderId: 'A', total: 3 }]);
   const [info] = await plugin.listReplicators();
   assert.doesNotMatch(JSON.stringify(info), /s3cr3t-key|tok3n/, 'no secret in listReplicators()');
+});
+
+test('s3db on S3: an s3:// destination with endpoint (an S3-compatible server) and the path-style form both replicate; read back by s3db.js and boto3; no secret echoed', async (t) => {
+  const bucket = unique('replica').toLowerCase();
+  createBucket(bucket);
+  const { host } = new URL(AWS_ENDPOINT);
+  const { db, plugin, events } = await start(t, [
+    // The spec's form, pointed at the local server: s3db.js itself would send s3:// to AWS.
+    { id: 'copy', driver: 's3db', resources: ['users'], config: { connectionString: `s3://test:s3cr3t-key@${bucket}/copy`, endpoint: AWS_ENDPOINT } },
+    // s3db.js's own form for a compatible server: http(s)://KEY:SECRET@host/bucket/prefix.
+    { id: 'mirror', driver: 's3db', resources: { users: 'people' }, config: { connectionString: `http://test:s3cr3t-key@${host}/${bucket}/mirror` } },
+  ]);
+  const users = await db.createResource({ name: 'users', attributes: { name: 'string', n: 'number' } });
+  for (let i = 0; i < 20; i++) await users.insert({ id: `u${i}`, name: `user ${i}`, n: i });
+  await users.update('u3', { n: 300 });
+  await users.delete('u7');
+  await plugin.flush();
+  assert.deepEqual(failures(events), []);
+
+  for (const [prefix, resource] of [['copy', 'users'], ['mirror', 'people']]) {
+    const replica = new Database({ connectionString: `http://test:s3cr3t-key@${host}/${bucket}/${prefix}`, logLevel: 'silent' });
+    await replica.connect();
+    try {
+      const rows = (await replica.resources[resource].getAll()).map(visible).sort((a, b) => a.n - b.n);
+      assert.equal(rows.length, 19, `${prefix}: every record but the deleted one`);
+      assert.deepEqual(rows.find((r) => r.id === 'u3'), { id: 'u3', name: 'user 3', n: 300 });
+      assert.equal(rows.find((r) => r.id === 'u7'), undefined);
+    } finally {
+      await replica.disconnect();
+    }
+    const keys = listObjects(bucket, `${prefix}/`);
+    assert.ok(keys.some((k) => k.endsWith('s3db.json')), `${prefix}: the destination database's metadata is in the bucket`);
+  }
+  const shown = JSON.stringify(await plugin.listReplicators());
+  assert.doesNotMatch(shown, /s3cr3t-key/, 'no secret in listReplicators()');
+  assert.match(shown, new RegExp(bucket), 'the destination is still recognisable');
+});
+
+test('s3db on S3: endpoint with a non-s3:// destination is refused at construction, naming the option', () => {
+  assert.throws(
+    () => new ReplicatorPlugin({ replicators: [{ driver: 's3db', resources: ['users'], config: { connectionString: 'file://./backup', endpoint: AWS_ENDPOINT } }] }),
+    (e) => e.code === 'ERR_CONFIG' && e.context.option === 'replicators[0].config.endpoint' && /only applies to an s3:\/\/ connectionString/.test(e.message),
+  );
+});
+
+test('sqs, dynamodb and s3db on S3: the server stopped for 10 s mid-stream loses nothing; every change arrives once it is back', async (t) => {
+  const proxy = await startTcpProxy(AWS_ENDPOINT);
+  t.after(() => proxy.close());
+  const queueUrl = createQueue(unique('outage'));
+  const table = unique('OutageTable');
+  createTable(table, 'id');
+  const bucket = unique('outage').toLowerCase();
+  createBucket(bucket);
+  const { db, plugin, events } = await start(t, [
+    { id: 'queue', driver: 'sqs', resources: ['items'], config: { ...awsConfig(proxy.url), queueUrl } },
+    { id: 'table', driver: 'dynamodb', resources: { items: table }, config: awsConfig(proxy.url) },
+    { id: 'bucket', driver: 's3db', resources: ['items'], config: { connectionString: `s3://test:test@${bucket}/copy`, endpoint: proxy.url } },
+  ], { circuitBreaker: { failureThreshold: 2, resetTimeout: 200, maxResetTimeout: 1000 } });
+  const opened = new Set();
+  const allOpen = new Promise((resolve) => plugin.on('plg:replicator:circuit-open', (e) => {
+    opened.add(e.replicator);
+    if (opened.size === 3) resolve();
+  }));
+  const items = await db.createResource({ name: 'items', attributes: { v: 'number' } });
+  for (let i = 0; i < 20; i++) await items.insert({ id: `i${i}`, v: 0 });
+  await plugin.flush();
+
+  await proxy.down();
+  const downAt = Date.now();
+  // The application keeps writing while the destination is unreachable.
+  for (let i = 20; i < 40; i++) await items.insert({ id: `i${i}`, v: 0 });
+  for (let i = 0; i < 40; i += 2) await items.update(`i${i}`, { v: 1 });
+  await items.delete('i1');
+  await allOpen;
+  // The outage itself lasts 10 s (the scenario, not a synchronisation).
+  await new Promise((resolve) => setTimeout(resolve, Math.max(0, 10_000 - (Date.now() - downAt))));
+  await proxy.up();
+  await plugin.flush();
+
+  assert.deepEqual(failures(events), [], 'no change failed');
+  assert.deepEqual(await plugin.getDeadLetters(), [], 'nothing dead-lettered');
+  const messages = drainQueue(queueUrl);
+  const last = new Map();
+  for (const m of messages) last.set(m.body.data.id, `${m.body.action} ${m.body.data.v}`);
+  assert.equal(last.size, 40, 'every record reached the queue');
+  assert.equal(last.get('i1'), 'delete 0');
+  assert.equal(last.get('i38'), 'update 1');
+  assert.equal(last.get('i39'), 'insert 0');
+  const rows = scanTable(table);
+  assert.equal(rows.length, 39, 'every record but the deleted one is in the table');
+  assert.ok(rows.every((r) => r.v === (Number(r.id.slice(1)) % 2 === 0 ? 1 : 0)), 'with its last value');
+  const replica = new Database({ connectionString: `${AWS_ENDPOINT.replace('//', '//test:test@')}/${bucket}/copy`, logLevel: 'silent' });
+  await replica.connect();
+  t.after(() => replica.disconnect());
+  const copied = (await replica.resources.items.getAll()).map(visible);
+  assert.equal(copied.length, 39, 'every record but the deleted one is in the S3 copy');
+  assert.ok(copied.every((r) => r.v === (Number(r.id.slice(1)) % 2 === 0 ? 1 : 0)), 'with its last value');
 });

@@ -10,7 +10,10 @@
 //                                itself within a minute.
 // The blocks get their servers from the environment, started here on loopback:
 // process.env.POSTGRES_URL (a new database on the test PostgreSQL), MYSQL_URL (a new database on
-// the test MariaDB), WEBHOOK_URL (a receiver on 127.0.0.1). A block reading any other variable
+// the test MariaDB), WEBHOOK_URL (a receiver on 127.0.0.1), AWS_ENDPOINT (the AWS-compatible test
+// server, with test credentials in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for the default
+// chain), SQS_QUEUE_URL (a new queue there), S3_BACKUP_URL (s3://KEY:SECRET@new-bucket/backup).
+// A block reading any other variable
 // fails, naming it. ```json blocks must parse; ```sh blocks (install steps) are run by
 // package.test.mjs. `<!-- readme-test: skip (reason) -->` on the line before a block skips it.
 import assert from 'node:assert/strict';
@@ -21,6 +24,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
+import { AWS_ENDPOINT, createBucket, createQueue, unique as awsUnique } from './helpers/aws.mjs';
 import { startWebhookServer } from './helpers/http-server.mjs';
 import { readmeBlocks } from './helpers/readme.mjs';
 import { MYSQL_URL, PG_URL, myExec, pgExec, unique } from './helpers/sql.mjs';
@@ -76,6 +80,14 @@ class Servers {
         const server = await startWebhookServer();
         this.cleanups.push(() => server.close());
         this.env.WEBHOOK_URL = server.url;
+      } else if (name === 'AWS_ENDPOINT' || name === 'SQS_QUEUE_URL' || name === 'S3_BACKUP_URL') {
+        Object.assign(this.env, { AWS_ENDPOINT, AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_REGION: 'us-east-1' });
+        if (name === 'SQS_QUEUE_URL') this.env.SQS_QUEUE_URL = createQueue(awsUnique('readme'));
+        if (name === 'S3_BACKUP_URL') {
+          const bucket = awsUnique('readme').toLowerCase();
+          createBucket(bucket);
+          this.env.S3_BACKUP_URL = `s3://test:test@${bucket}/backup`;
+        }
       } else {
         throw new Error(`a README block reads process.env.${name}: provide it in __test__/readme.test.mjs (Servers) or mark the block <!-- readme-test: skip (reason) -->`);
       }

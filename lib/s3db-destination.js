@@ -6,6 +6,25 @@
 
 import { messageOf } from './callbacks.js';
 
+/**
+ * The connection string s3db.js gets for a destination. With `endpoint` (an S3-compatible server),
+ * `s3://KEY:SECRET@bucket/prefix` becomes s3db.js's path-style form
+ * `http(s)://KEY:SECRET@host:port/bucket/prefix`: s3db.js 21.6.2 sends every `s3://` string to
+ * AWS (https://s3.us-east-1.amazonaws.com), whatever its query says. The engine has checked that
+ * `endpoint` is a plain http(s) URL and the string an `s3://` one.
+ */
+export function destinationConnectionString(connectionString, endpoint) {
+  if (!endpoint) return connectionString;
+  const s3 = new URL(connectionString);
+  const url = new URL(endpoint);
+  url.username = s3.username;
+  url.password = s3.password;
+  const prefix = s3.pathname === '/' ? '' : s3.pathname;
+  url.pathname = `/${s3.hostname}${prefix}`;
+  url.search = s3.search;
+  return url.toString();
+}
+
 export class S3dbDestinations {
   /**
    * @param {{ sourceDb: () => object, logger?: object }} opts
@@ -19,7 +38,7 @@ export class S3dbDestinations {
   }
 
   /** Registers the destination of one s3db replicator. Connection is lazy and retried. */
-  add(id, { connectionString, client, createResources = true, logLevel }) {
+  add(id, { connectionString, client, createResources = true, logLevel, region, keyPrefix }) {
     let pending = null;
     const target = {
       db: client ?? null,
@@ -30,7 +49,9 @@ export class S3dbDestinations {
         if (!pending) {
           pending = (async () => {
             const { Database } = await import('s3db.js/lite');
-            const db = new Database({ connectionString, logLevel: logLevel ?? 'silent' });
+            // region and keyPrefix go along as the stock driver passes them (s3db.js reads the
+            // bucket, prefix and region of a connection string from the string itself).
+            const db = new Database({ connectionString, region, keyPrefix, logLevel: logLevel ?? 'silent', ...clientOptionsFor(connectionString) });
             await db.connect();
             target.db = db;
             return db;
@@ -78,7 +99,7 @@ export class S3dbDestinations {
         try {
           await this.apply(target, db, changes[index]);
         } catch (error) {
-          const result = { error: messageOf(error), retryable: error?.retriable !== false };
+          const result = { error: messageOf(error), retryable: isRetryable(error) };
           results[index] = result;
           failures++;
           // A permanent failure (e.g. validation) gives that change up; the next one proceeds.
@@ -174,6 +195,37 @@ function inferType(value) {
   if (typeof value === 'boolean') return 'boolean';
   if (value !== null && typeof value === 'object') return 'json';
   return 'string';
+}
+
+/**
+ * S3 destinations (not memory:// or file://) use the AWS SDK's own HTTP handler instead of
+ * s3db.js 21.6.2's default (recker): that one failed DeleteObject against the test server,
+ * whose answer is a 204 ("Response constructor: Invalid response status code 204"), and its
+ * per-host circuit breaker turns a short outage into failed writes; the engine has its own breaker.
+ */
+function clientOptionsFor(connectionString) {
+  const local = /^(memory|file):/i.test(connectionString ?? '');
+  return local ? {} : { clientOptions: { httpClientOptions: { useReckerHandler: false } } };
+}
+
+/** Status codes and error names of a destination that is unreachable, slow or overloaded. */
+const TRANSIENT_STATUS = new Set([408, 429, 500, 502, 503, 504]);
+const TRANSIENT_NAMES = /^(NetworkError|TimeoutError|RequestTimeout|RequestTimeTooSkewed|SlowDown|ServiceUnavailable|InternalError|Throttling|ThrottlingException|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EAI_AGAIN|ENOTFOUND|UND_ERR_\w+)$/;
+
+/**
+ * Whether a failed destination write may succeed later. s3db.js marks none of its errors
+ * retriable (its `retriable` defaults to false, even for a refused connection), so the cause
+ * decides: a transient status or network error anywhere in the chain is retried (the change
+ * waits, the circuit breaker counts it); an error s3db.js raised for the record itself
+ * (validation, a missing resource) is not.
+ */
+export function isRetryable(error) {
+  for (let e = error, depth = 0; e && depth < 5; e = e.original ?? e.cause, depth++) {
+    const status = e.statusCode ?? e.$metadata?.httpStatusCode;
+    if (TRANSIENT_STATUS.has(status)) return true;
+    if (TRANSIENT_NAMES.test(e.name ?? '') || TRANSIENT_NAMES.test(e.code ?? '')) return true;
+  }
+  return error?.retriable !== false;
 }
 
 function isNotFound(error) {

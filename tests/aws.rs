@@ -336,6 +336,65 @@ async fn sqs_oversize_records_fail_alone_and_resources_use_their_own_queues() {
     assert_eq!(ids(drain(&audit).await), ["a1"]);
 }
 
+/// A queue whose own limit is lower than `maxMessageBytes` (MaximumMessageSize = 1024): the
+/// server refuses the whole SendMessageBatch for one oversized entry (moto, like SQS, answers
+/// InvalidParameterValue for the request), the engine bisects the batch, and only that record
+/// fails, permanently and saying why; its neighbours are delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_a_batch_the_queue_refuses_is_bisected_down_to_the_big_record() {
+    let name = unique("small");
+    let url = sqs()
+        .await
+        .create_queue()
+        .queue_name(&name)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize,
+            "1024",
+        )
+        .send()
+        .await
+        .expect("the AWS-compatible server is required")
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let host = TestHost::new();
+    let engine = start(
+        json!({ "lingerMs": 50, "concurrency": 1, "maxRetries": 0,
+                "replicators": [{ "id": "q", "driver": "sqs", "resources": ["orders"],
+                                  "config": aws(json!({ "queueUrl": url })) }] }),
+        host.clone(),
+        vec![],
+    );
+    for i in 0..6 {
+        let blob = if i == 3 {
+            "x".repeat(2000)
+        } else {
+            String::new()
+        };
+        push(
+            &engine,
+            "orders",
+            Op::Inserted,
+            rec(&format!("o{i}"), json!({ "blob": blob })),
+        );
+    }
+    within("flush", 20 * SEC, engine.flush()).await;
+    let failed = host.with_status(OutcomeStatus::Failed);
+    assert_eq!(failed.len(), 1, "{:?}", host.outcomes());
+    assert_eq!(failed[0].record_id, "o3");
+    let error = failed[0].error.clone().unwrap_or_default();
+    assert!(error.contains("InvalidParameterValue"), "{error}");
+    assert_eq!(host.count(OutcomeStatus::Replicated), 5);
+    let mut got: Vec<String> = drain(&url)
+        .await
+        .iter()
+        .map(|m| body(m)["data"]["id"].as_str().unwrap().to_string())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["o0", "o1", "o2", "o4", "o5"]);
+    engine.stop(SEC).await;
+}
+
 /// An unreachable server is a retryable failure of the whole write (changes wait), and the
 /// secret never shows.
 #[tokio::test]
@@ -486,6 +545,47 @@ async fn dynamodb_puts_deletes_and_keeps_types() {
     within("flush", 20 * SEC, engine.flush()).await;
     assert_eq!(items(&t).await.len(), 1);
     engine.stop(SEC).await;
+}
+
+/// A request DynamoDB refuses as a whole for one item (here a sort key of the wrong type: the
+/// table's is N, the record's a string) is halved by the sink until that item fails alone,
+/// permanently; the other 29 items of the batch (two BatchWriteItem requests) are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_a_refused_item_fails_alone_and_its_request_neighbours_are_written() {
+    let t = unique("Typed");
+    table(&t, "id", Some(("n", ScalarAttributeType::N))).await;
+    let s = sink(
+        "dynamodb",
+        aws(json!({})),
+        json!({ "events": { "table": t, "sortKey": "n" } }),
+        &["primaryKey", "sortKey"],
+    );
+    let batch: Vec<Change> = (0..30)
+        .map(|i| {
+            let n = if i == 17 {
+                json!("seventeen")
+            } else {
+                json!(i)
+            };
+            Change {
+                dest: t.clone(),
+                ..change(
+                    i + 1,
+                    Op::Inserted,
+                    "events",
+                    &format!("e{i}"),
+                    json!({ "n": n }),
+                )
+            }
+        })
+        .collect();
+    let out = s.write_batch(&batch).await.unwrap();
+    let BatchOutcome::Partial(failed) = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(failed.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [17]);
+    assert!(!failed[0].1.is_retryable(), "{}", failed[0].1);
+    assert_eq!(items(&t).await.len(), 29);
 }
 
 /// The spec's composite key (primaryKey + sortKey from the record's fields); a record missing

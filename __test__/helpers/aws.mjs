@@ -82,3 +82,13 @@ print('true')`, { name });
 }
 
 export const unique = (prefix) => `${prefix}-${process.pid}-${Date.now().toString(36)}-${Math.floor(Math.random() * 1e6)}`;
+
+/** The keys of a bucket's objects under `prefix`. */
+export function listObjects(bucket, prefix = '') {
+  return py(`
+s3 = boto3.client('s3', **kw)
+keys = []
+for page in s3.get_paginator('list_objects_v2').paginate(Bucket=args['bucket'], Prefix=args['prefix']):
+    keys += [o['Key'] for o in page.get('Contents', [])]
+print(json.dumps(keys))`, { bucket, prefix });
+}

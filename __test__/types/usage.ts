@@ -12,6 +12,22 @@ const plugin = new ReplicatorPlugin({
     { driver: 's3db', resources: { users: ['people', { resource: 'audit', transform: (d) => ({ id: d.id }) }] }, client: {} },
     { driver: 'webhook', resources: { users: { actions: ['inserted', 'delete'], shouldReplicate: (_d, action) => action !== 'deleted' } }, config: { url: 'http://127.0.0.1:1/hook', auth: { type: 'bearer', token: 't' } } },
     { driver: 'postgresql', resources: { users: 'users_table' }, config: { connectionString: 'postgres://127.0.0.1/db', schemaSync: { enabled: true, onMismatch: 'warn' } } },
+    { driver: 's3db', resources: ['users'], config: { connectionString: 's3://KEY:SECRET@bucket/copy', endpoint: 'http://127.0.0.1:9000' } },
+    {
+      driver: 'sqs',
+      resources: { orders: true, payments: { queueUrl: 'https://sqs.us-east-1.amazonaws.com/1/payments.fifo', transform: (d) => ({ id: d.id }) } },
+      config: {
+        region: 'us-east-1', credentials: { accessKeyId: 'AK', secretAccessKey: 'S', sessionToken: 'T' },
+        queues: { orders: 'https://sqs.us-east-1.amazonaws.com/1/orders' }, defaultQueue: 'https://sqs.us-east-1.amazonaws.com/1/all',
+        messageGroupId: 'g', deduplicationId: true, maxMessageBytes: 1_048_576,
+        messageAttributes: { source: { DataType: 'String', StringValue: 'prod' }, version: '1' },
+      },
+    },
+    {
+      driver: 'dynamodb',
+      resources: { users: 'Users', orders: { table: 'Orders', primaryKey: 'customerId', sortKey: 'orderId', actions: ['inserted'] }, events: ['E1', { table: 'E2' }] },
+      config: { endpoint: 'http://127.0.0.1:8000', accessKeyId: 'AK', secretAccessKey: 'S', createTable: true },
+    },
   ],
 });
 const same: typeof ReplicatorPlugin = ReplicatorPluginDefault;
@@ -68,3 +84,6 @@ async function main(): Promise<void> {
   await plugin.stop();
 }
 void main;
+
+// @ts-expect-error maxMessageBytes is a number of bytes
+new ReplicatorPlugin({ replicators: [{ driver: 'sqs', resources: ['a'], config: { queueUrl: 'https://q', maxMessageBytes: '256k' } }] });

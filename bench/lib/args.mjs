@@ -15,9 +15,12 @@ export const DEFAULTS = {
   concurrency: 64, // writes in flight for the concurrent writer (and the HTTP limit client)
   timeout: 300, // seconds a run may take to deliver everything before it is called incomplete
   writers: 'seq,conc,seq-yield,conc-yield',
-  dests: 's3db,webhook,postgres,mysql', // a SQL destination whose server does not answer is skipped (unless named in --dests)
+  // A SQL or AWS destination whose server does not answer is skipped (unless named in --dests).
+  // sqs is opt-in: moto's SQS slows down with every message a queue holds (see bench/README.md).
+  dests: 's3db,webhook,postgres,mysql,dynamodb',
   'pg-url': process.env.POSTGRES_URL || 'postgres://postgres@127.0.0.1:5432/test',
   'mysql-url': process.env.MYSQL_URL || 'mysql://root@127.0.0.1:3306/test',
+  'aws-url': process.env.S3DB_REPLICATOR_AWS_ENDPOINT || 'http://127.0.0.1:45660', // the AWS-compatible server (moto) of sqs and dynamodb
   out: new URL('../results/', import.meta.url).pathname,
   seed: 42,
   plugin: new URL('../../plugin.js', import.meta.url).pathname, // our plugin module to benchmark
@@ -29,9 +32,11 @@ export const DEFAULTS = {
 
 const DEFAULTS_TMP = os.tmpdir();
 const HELP = `usage: node bench/compare.mjs [--n 10000] [--quick] [--big] [--repeat 1]
-       [--writers seq,conc,seq-yield,conc-yield] [--dests s3db,webhook,postgres,mysql]
+       [--writers seq,conc,seq-yield,conc-yield] [--dests s3db,webhook,postgres,mysql,dynamodb] (also: sqs)
        [--pg-url postgres://postgres@127.0.0.1:5432/test] [--mysql-url mysql://root@127.0.0.1:3306/test]
          (defaults: $POSTGRES_URL / $MYSQL_URL, else these; tables are created and dropped per run)
+       [--aws-url http://127.0.0.1:45660]   (moto, for sqs and dynamodb: scripts/services/moto.sh starts it;
+         default $S3DB_REPLICATOR_AWS_ENDPOINT, else this; a queue / table per run)
        [--concurrency 64] [--timeout 300] [--out bench/results/] [--seed 42]
        [--plugin path/to/plugin.js]   (ours; default: this repository's plugin.js)
        [--from bench/results/results.json]   (re-render an earlier run, run nothing)

@@ -1,6 +1,6 @@
 // Destinations of a benchmark run. Each one gives the replicator entry (the same for the
 // stock plugin and ours), observes when each change becomes visible, and reads back the final
-// state. PostgreSQL and MySQL live in lib/sql.mjs. To add one, add an entry with these methods:
+// state. PostgreSQL and MySQL live in lib/sql.mjs, SQS and DynamoDB in lib/aws.mjs. To add one, add an entry with these methods:
 //   replicator(kind)      → the `replicators[]` entry the plugin (`stock` | `ours`) gets
 //   reset()               → forget what was observed so far (after the warm-up)
 //   arrivals()            → [{ id, version, t }] in arrival order, t on this process's
@@ -110,6 +110,8 @@ export const DESTINATIONS = {
   webhook: openWebhook,
   postgres: async (ctx) => (await import('./sql.mjs')).openPostgres(ctx),
   mysql: async (ctx) => (await import('./sql.mjs')).openMysql(ctx),
+  sqs: async (ctx) => (await import('./aws.mjs')).openSqs(ctx),
+  dynamodb: async (ctx) => (await import('./aws.mjs')).openDynamoDb(ctx),
 };
 
 export function openDestination(name, ctx) {

@@ -13,6 +13,9 @@
 //    multi-row `INSERT ... ON CONFLICT (id) DO UPDATE` statements of 1,000 rows, one connection;
 //  - mysqlInsert: ONE multi-row `INSERT ... ON DUPLICATE KEY UPDATE` of all N rows (one
 //    statement, autocommit: one transaction); mysqlUpsert: statements of 1,000 rows.
+//  - sqsBatch / ddbBatch: the AWS-compatible server's messages/s in SendMessageBatch requests of
+//    10 (into a fresh queue, at most 1,000: moto's best case) and items/s in BatchWriteItem
+//    requests of 25, from the AWS SDK for JavaScript with `concurrency` requests in flight (lib/aws.mjs).
 
 import http from 'node:http';
 
@@ -108,6 +111,13 @@ export async function runLimits(job) {
     await mysqlInsertRate({ ...ctx, n: Math.min(sqlN, 2000), batch: 1000 }); // warm-up
     out.mysqlInsert = await best(() => mysqlInsertRate(ctx), SQL_TRIALS);
     out.mysqlUpsert = await best(() => mysqlInsertRate({ ...ctx, batch: 1000 }), SQL_TRIALS);
+  }
+  if (job.dests.includes('sqs') || job.dests.includes('dynamodb')) {
+    const { awsLimits } = await import('./aws.mjs');
+    for (let t = 0; t < TRIALS; t++) {
+      const l = await awsLimits({ awsUrl: job.awsUrl, n, inFlight: c, deadline, dests: job.dests });
+      for (const [key, rate] of Object.entries(l)) out[key] = Math.max(out[key] ?? 0, rate);
+    }
   }
   return out;
 }

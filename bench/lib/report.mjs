@@ -67,6 +67,17 @@ function renderComparison(a, out) {
       'MySQL: `{ host, port, user, password, database }` (a mysql2 pool of 10) and its mysql2 loading fixed by the bench (as shipped it cannot initialize: see bench/README.md).');
     out.push('');
   }
+  const aws = opts.dests.filter((d) => d === 'sqs' || d === 'dynamodb');
+  if (aws.length) {
+    out.push(`AWS destinations (${aws.join(', ')}; the AWS-compatible test server at ${opts['aws-url']}, moto): a fresh standard queue / table (key \`id\`) per variant; ` +
+      'both plugins get the same `{ region, endpoint, credentials }` (+ `queueUrl`), the endpoint being a recording proxy in its own process (bench/aws-proxy.mjs) that notes each change a request carries and forwards the request unchanged. ' +
+      'moto is a Python server on the same two cores: its own rate (the limits below) bounds both plugins; its SQS slows down with every message a queue holds, so sqs rates are not a throughput measure (compare write path, CPU and correctness there).');
+    out.push('');
+  }
+  for (const [dest, why] of Object.entries(a.meta.stockCannotRun ?? {})) {
+    out.push(`Stock on ${dest}: no figures, ${why}.`);
+    out.push('');
+  }
   if (opts.skippedDests?.length) {
     out.push(`Skipped (server did not answer): ${opts.skippedDests.join(', ')}.`);
     out.push('');
@@ -92,7 +103,8 @@ function renderComparison(a, out) {
   out.push('');
   out.push('From a write\'s resolution (`await insert()` returned) to the change being visible at the destination (s3db: the destination resource\'s write call resolved; webhook: the server has read the request; ' +
     'postgres: the commit of the row\'s transaction, from a deferred constraint trigger logging `clock_timestamp()`; ' +
-    'mysql: **approximate**, the row write inside its transaction, from AFTER triggers logging `SYSDATE(6)`, so a batched transaction\'s lags are underestimated by up to its remaining duration).');
+    'mysql: **approximate**, the row write inside its transaction, from AFTER triggers logging `SYSDATE(6)`, so a batched transaction\'s lags are underestimated by up to its remaining duration; ' +
+    'sqs, dynamodb: the recording proxy in front of the server has read the request).');
   out.push('');
   out.push(table(
     ['Destination', 'Writer', 'p50 stock', 'p50 ours', 'p99 stock', 'p99 ours', 'max stock', 'max ours', 'p99: stock ÷ ours'],
@@ -155,6 +167,7 @@ function renderComparison(a, out) {
   out.push(`The same ${num(opts.n)} records as inserts. Ours: \`plugin.replicateBatch('users', records)\` (resolves when all are delivered). Stock (no plugin-level batch API): its replicator's \`replicateBatch()\` in pages of 100, one page after another. Physical limit (best of 3 trials, SQL 5, measured next to these runs): webhook = the higher of the requests/s the same server answers to a minimal keep-alive client (raw sockets, ${opts.concurrency} in flight) and its capacity (requests per CPU-second of the server: on 2 shared cores the Node client itself can be the bottleneck); s3db = the faster of a memory:// resource's own insert()/replace() rate with ${opts.concurrency} in flight; ` +
     'postgres = ONE `COPY ... FROM STDIN (FORMAT csv)` of the same rows into an empty table of the same shape (CSV built before the clock starts), and 2nd limit = the same rows as multi-row `INSERT ... ON CONFLICT (id) DO UPDATE` statements of 1,000 rows on one connection; ' +
     'mysql = ONE multi-row `INSERT ... ON DUPLICATE KEY UPDATE` of all the rows (one statement, one transaction, SQL text built before the clock starts), and 2nd limit = statements of 1,000 rows. ' +
+    'sqs = messages/s in SendMessageBatch requests of 10, dynamodb = items/s in BatchWriteItem requests of 25, from the AWS SDK for JavaScript with ' + `${opts.concurrency} in flight. ` +
     'SQL delivered = rows of the measured ids in the table afterwards.');
   out.push('');
   out.push(table(
@@ -185,6 +198,8 @@ function renderComparison(a, out) {
   if (Number.isFinite(L.pgUpsert)) limitRows.push(['PostgreSQL: multi-row INSERT … ON CONFLICT DO UPDATE, 1,000 rows per statement, one connection (rows/s)', num(L.pgUpsert)]);
   if (Number.isFinite(L.mysqlInsert)) limitRows.push([`MySQL: ONE multi-row INSERT … ON DUPLICATE KEY UPDATE of the ${num(opts.n)} rows, one transaction (rows/s)`, num(L.mysqlInsert)]);
   if (Number.isFinite(L.mysqlUpsert)) limitRows.push(['MySQL: multi-row INSERT … ON DUPLICATE KEY UPDATE, 1,000 rows per statement, one connection (rows/s)', num(L.mysqlUpsert)]);
+  if (Number.isFinite(L.sqsBatch)) limitRows.push([`SQS (moto): SendMessageBatch of 10 from the AWS SDK for JavaScript, ${opts.concurrency} in flight, into a fresh queue (its best case; moto slows as a queue fills) (messages/s)`, num(L.sqsBatch)]);
+  if (Number.isFinite(L.ddbBatch)) limitRows.push([`DynamoDB (moto): BatchWriteItem of 25 from the AWS SDK for JavaScript, ${opts.concurrency} in flight (items/s)`, num(L.ddbBatch)]);
   out.push(table(['Limit', 'Rate'], limitRows));
   out.push('');
 }

@@ -4,19 +4,19 @@ import { fork } from 'node:child_process';
 
 const here = (file) => new URL(`../${file}`, import.meta.url).pathname;
 
-/** Starts bench/webhook-server.mjs in its own process; resolves with its URL and a stop(). */
-export function startWebhookServer() {
+/** Starts a bench server (`file`, which sends `{ port }` once listening) in its own process. */
+function startServerProcess(file, args, path) {
   return new Promise((resolve, reject) => {
-    const child = fork(here('webhook-server.mjs'), [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    const child = fork(here(file), args, { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
     const timer = setTimeout(() => {
       child.kill();
-      reject(new Error('the webhook server did not start within 10 s'));
+      reject(new Error(`${file} did not start within 10 s`));
     }, 10_000);
     child.once('error', reject);
     child.once('message', ({ port }) => {
       clearTimeout(timer);
       resolve({
-        url: `http://127.0.0.1:${port}/hook`,
+        url: `http://127.0.0.1:${port}${path}`,
         pid: child.pid,
         stop: () => {
           child.disconnect?.();
@@ -26,6 +26,12 @@ export function startWebhookServer() {
     });
   });
 }
+
+/** Starts bench/webhook-server.mjs in its own process; resolves with its URL and a stop(). */
+export const startWebhookServer = () => startServerProcess('webhook-server.mjs', [], '/hook');
+
+/** Starts bench/aws-proxy.mjs (the recording proxy in front of `awsUrl`) in its own process. */
+export const startAwsProxy = (awsUrl) => startServerProcess('aws-proxy.mjs', [awsUrl], '');
 
 /**
  * Runs one job in a fresh `node bench/variant.mjs` process. Its stdout/stderr (library log

@@ -18,6 +18,10 @@ pub struct AwsCredentials {
     pub secret_access_key: Secret,
     #[serde(default)]
     pub session_token: Option<Secret>,
+    /// Set by the AWS SDK for JavaScript on a credentials object it has used (feature
+    /// tracking): an application that shares one object with its own SDK clients passes it too.
+    #[serde(default, rename = "$source")]
+    _sdk_source: Option<Value>,
 }
 
 /// The settings every AWS driver takes (each driver's config lists them as its own fields,
@@ -45,6 +49,7 @@ impl AwsAuth {
                 access_key_id,
                 secret_access_key,
                 session_token: None,
+                _sdk_source: None,
             }),
             (None, None, None) => None,
             (Some(_), _, _) => {
@@ -121,5 +126,23 @@ impl AwsAuth {
             loader = loader.endpoint_url(endpoint.clone());
         }
         loader.load().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_credentials_object_the_js_sdk_has_used_still_parses() {
+        let c: AwsCredentials = serde_json::from_value(json!({
+            "accessKeyId": "AK", "secretAccessKey": "S", "$source": { "CREDENTIALS_CODE": "e" }
+        }))
+        .unwrap();
+        assert_eq!(c.access_key_id, "AK");
+        let typo = serde_json::from_value::<AwsCredentials>(
+            json!({ "accessKeyId": "AK", "secretAccessKey": "S", "sesionToken": "T" }),
+        );
+        assert!(typo.is_err(), "other unknown fields are still refused");
     }
 }

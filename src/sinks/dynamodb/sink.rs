@@ -1,7 +1,7 @@
 //! The DynamoDB sink: per batch the last change of each item (each change carries the full
 //! record), written with BatchWriteItem in requests of 25; unprocessed items fail their changes
-//! retryably (the engine backs off and retries them), a rejected request is bisected by the
-//! engine down to the item DynamoDB refuses.
+//! retryably (the engine backs off and retries them), a request refused as a whole is halved
+//! until the item DynamoDB refuses fails alone.
 
 use std::collections::{HashMap, HashSet};
 
@@ -153,7 +153,19 @@ impl DynamoDbSink {
             Err(e) if e.code() == Some("ResourceNotFoundException") => failed(SinkError::permanent(format!(
                 "{what}: a table does not exist; create it, or set createTable: true in the replicator's config"
             ))),
-            Err(e) => failed(classify(&what, &e)),
+            Err(e) => {
+                let e = classify(&what, &e);
+                if e.is_retryable() || writes.len() == 1 {
+                    return failed(e);
+                }
+                // One item DynamoDB refuses (too large, a key of the wrong type) fails the
+                // whole request and writes nothing: halve it until that item is alone, so only
+                // its record fails (a request never holds two writes of one item).
+                let (first, second) = writes.split_at(writes.len() / 2);
+                let mut out = Box::pin(self.send(first)).await;
+                out.extend(Box::pin(self.send(second)).await);
+                out
+            }
             Ok(out) => {
                 let mut left: HashSet<String> = HashSet::new();
                 for (table, requests) in out.unprocessed_items().into_iter().flatten() {
@@ -269,14 +281,6 @@ impl Sink for DynamoDbSink {
             return Ok(BatchOutcome::Delivered);
         }
         if failed.len() == batch.len() && failed.iter().all(|(_, e)| e.is_retryable()) {
-            return Err(failed.swap_remove(0).1);
-        }
-        if failed.len() == batch.len()
-            && writes.len() > 1
-            && failed.iter().all(|(_, e)| !e.is_retryable())
-        {
-            // One rejected request (an item too large, a wrong key type) fails the whole
-            // request: let the engine split the batch to find the item.
             return Err(failed.swap_remove(0).1);
         }
         failed.sort_by_key(|(i, _)| *i);

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -75,6 +76,22 @@ pub struct SqsConfig {
     pub secret_access_key: Option<Secret>,
     #[serde(skip)]
     pub auth: AwsAuth,
+    /// The stock code's queue creation (`ensureQueues`, default true there). Accepted so a
+    /// config written for it still parses; this driver never creates queues.
+    #[serde(default)]
+    pub ensure_queues: Option<bool>,
+    /// The stock code's by-name queue options: refused with a message saying what to use (only
+    /// their presence matters).
+    #[serde(default)]
+    queue_name: Option<IgnoredAny>,
+    #[serde(default)]
+    queue_names: Option<IgnoredAny>,
+    #[serde(default)]
+    default_queue_name: Option<IgnoredAny>,
+    #[serde(default)]
+    queue_attributes: Option<IgnoredAny>,
+    #[serde(default)]
+    queue_tags: Option<IgnoredAny>,
 }
 
 impl SqsConfig {
@@ -86,6 +103,20 @@ impl SqsConfig {
             self.access_key_id.take(),
             self.secret_access_key.take(),
         )?;
+        let by_name = [
+            ("queueName", &self.queue_name),
+            ("queueNames", &self.queue_names),
+            ("defaultQueueName", &self.default_queue_name),
+            ("queueAttributes", &self.queue_attributes),
+            ("queueTags", &self.queue_tags),
+        ];
+        if let Some((option, _)) = by_name.iter().find(|(_, v)| v.is_some()) {
+            return Err(ConfigError::new(
+                *option,
+                "queues are not created or looked up by name (the stock code's ensureQueues)",
+                "create the queue beforehand and give its URL: queueUrl, queues: { resource: url } or defaultQueueUrl",
+            ));
+        }
         if !(1024..=1_048_576).contains(&self.max_message_bytes) {
             return Err(ConfigError::new(
                 "maxMessageBytes",
@@ -272,5 +303,13 @@ mod tests {
         assert!(!format!("{c:?}").contains("hunter2"));
         assert!(parse(json!({ "queueUrl": "events" })).is_err());
         assert!(parse(json!({ "queueUrl": Q, "accessKeyId": "AKIA1" })).is_err());
+    }
+
+    #[test]
+    fn the_stock_codes_queue_creation_options_are_explained() {
+        assert!(parse(json!({ "queueUrl": Q, "ensureQueues": false })).is_ok());
+        let e = parse(json!({ "queueName": "events", "ensureQueues": true })).unwrap_err();
+        assert_eq!(e.path, "queueName");
+        assert!(e.hint.contains("create the queue beforehand"), "{e:?}");
     }
 }

@@ -1,6 +1,7 @@
 //! The SQS sink: one message per change and queue, SendMessageBatch per queue (10 entries and
 //! `maxMessageBytes` at most, never two changes of one record in one request, so a retried
-//! change cannot be overtaken), per-entry failures mapped to their changes.
+//! change cannot be overtaken), per-entry failures mapped to their changes, a request refused
+//! as a whole for one invalid entry halved until that entry fails alone.
 
 use std::collections::{HashMap, HashSet};
 
@@ -171,7 +172,17 @@ impl SqsSink {
         match result {
             Err(e) => {
                 let e = classify(&format!("SQS SendMessageBatch to {queue}"), &e);
-                request.iter().map(|m| (m.change, e.clone())).collect()
+                if e.is_retryable() || request.len() == 1 {
+                    return request.iter().map(|m| (m.change, e.clone())).collect();
+                }
+                // One invalid entry (say, over the queue's own MaximumMessageSize) makes SQS
+                // refuse the whole request and send nothing: halve it until that entry is alone,
+                // so only its record fails. A request never holds two changes of one record, so
+                // the halves keep per-record order.
+                let (first, second) = request.split_at(request.len() / 2);
+                let mut failed = Box::pin(self.send_request(queue, batch, first)).await;
+                failed.extend(Box::pin(self.send_request(queue, batch, second)).await);
+                failed
             }
             Ok(out) => out
                 .failed()
