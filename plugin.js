@@ -57,6 +57,8 @@ export class ReplicatorPlugin extends Plugin {
     this._batchResults = new Map(); // ticket → outcomes (replicateBatch / syncAllData)
     this._nextTicket = 1;
     this._stopping = null;
+    /** Set once stop() has let the last change events in: later ones are not accepted. */
+    this._intakeClosed = false;
     this.replicatorLog = null;
     this.stats = { totalReplications: 0, totalErrors: 0, totalSkipped: 0, lastSync: null };
   }
@@ -325,7 +327,7 @@ export class ReplicatorPlugin extends Plugin {
   }
 
   _push(resourceName, op, data, payload) {
-    if (!this._engine || this._stopping) return;
+    if (!this._engine || this._intakeClosed) return;
     try {
       this._saturated = this._engine.push(resourceName, op, JSON.stringify(payload));
       this._holdOpen();
@@ -486,6 +488,12 @@ export class ReplicatorPlugin extends Plugin {
   _shutdown() {
     if (!this._stopping) {
       this._stopping = (async () => {
+        // s3db.js hands a write's change event to listeners on the tick after the write
+        // resolved (setImmediate): a change whose insert()/update()/delete() resolved before
+        // stop() was called is still on its way. Those callbacks are queued before this one,
+        // and ours runs first in each, so one turn lets every one of them in.
+        await new Promise((resolve) => setImmediate(resolve));
+        this._intakeClosed = true;
         this._unfollowAll();
         if (this._onExit) process.off('exit', this._onExit);
         if (this._engine) {
