@@ -12,6 +12,9 @@ const plugin = new ReplicatorPlugin({
     { driver: 's3db', resources: { users: ['people', { resource: 'audit', transform: (d) => ({ id: d.id }) }] }, client: {} },
     { driver: 'webhook', resources: { users: { actions: ['inserted', 'delete'], shouldReplicate: (_d, action) => action !== 'deleted' } }, config: { url: 'http://127.0.0.1:1/hook', auth: { type: 'bearer', token: 't' } } },
     { driver: 'postgresql', resources: { users: 'users_table' }, config: { connectionString: 'postgres://127.0.0.1/db', schemaSync: { enabled: true, onMismatch: 'warn' } } },
+    { driver: 'mongodb', resources: { users: 'users', orders: [{ collection: 'orders_active', actions: ['inserted', 'updated'] }, { collection: 'orders_archive', actions: ['inserted'] }] },
+      config: { connectionString: 'mongodb://127.0.0.1:27017/app', logCollection: 'replication_log', options: { maxPoolSize: 50, w: 'majority', j: true, wtimeout: 5000 } } },
+    { driver: 'mongodb', resources: ['users'], config: { host: 'localhost', port: 27017, database: 'app', username: 'u', password: 'p' } },
   ],
 });
 const same: typeof ReplicatorPlugin = ReplicatorPluginDefault;
@@ -40,6 +43,8 @@ plugin
   .once('plg:replicator:replicated', (e) => console.log(e.success))
   .on('some-other-event', (...args) => console.log(args.length));
 
+// @ts-expect-error the mongodb driver's port is a number
+new ReplicatorPlugin({ replicators: [{ driver: 'mongodb', resources: ['users'], config: { database: 'app', port: '27017' } }] });
 // @ts-expect-error a skipped change has no `error` field
 plugin.on('plg:replicator:skipped', (e) => console.log(e.error));
 // @ts-expect-error duration is a number, not a string
