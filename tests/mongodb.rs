@@ -122,16 +122,56 @@ async fn upserts_and_deletes_by_id_through_the_engine() {
         host.clone(),
         vec![],
     );
-    push(&engine, "users", Op::Inserted, rec("u1", json!({ "name": "Ann", "age": 30 })));
-    push(&engine, "users", Op::Inserted, rec("u2", json!({ "name": "Bob" })));
-    push(&engine, "users", Op::Updated, rec("u1", json!({ "name": "Ann B", "age": 31 })));
-    push(&engine, "orders", Op::Inserted, rec("o1", json!({ "total": 10 })));
-    push(&engine, "orders", Op::Updated, rec("o1", json!({ "total": 12 })));
-    push(&engine, "products", Op::Deleted, rec("never-there", json!({})));
+    push(
+        &engine,
+        "users",
+        Op::Inserted,
+        rec("u1", json!({ "name": "Ann", "age": 30 })),
+    );
+    push(
+        &engine,
+        "users",
+        Op::Inserted,
+        rec("u2", json!({ "name": "Bob" })),
+    );
+    push(
+        &engine,
+        "users",
+        Op::Updated,
+        rec("u1", json!({ "name": "Ann B", "age": 31 })),
+    );
+    push(
+        &engine,
+        "orders",
+        Op::Inserted,
+        rec("o1", json!({ "total": 10 })),
+    );
+    push(
+        &engine,
+        "orders",
+        Op::Updated,
+        rec("o1", json!({ "total": 12 })),
+    );
+    push(
+        &engine,
+        "products",
+        Op::Deleted,
+        rec("never-there", json!({})),
+    );
     within("flush", 20 * SEC, engine.flush()).await;
-    push(&engine, "users", Op::Deleted, rec("u2", json!({ "name": "Bob" })));
+    push(
+        &engine,
+        "users",
+        Op::Deleted,
+        rec("u2", json!({ "name": "Bob" })),
+    );
     within("flush", 20 * SEC, engine.flush()).await;
-    assert_eq!(host.count(OutcomeStatus::Failed), 0, "{:?}", host.outcomes());
+    assert_eq!(
+        host.count(OutcomeStatus::Failed),
+        0,
+        "{:?}",
+        host.outcomes()
+    );
     let d = db(&name).await;
     let users = docs(&d, "users").await;
     assert_eq!(users.len(), 1, "{users:?}");
@@ -143,7 +183,11 @@ async fn upserts_and_deletes_by_id_through_the_engine() {
     assert_eq!(active[0].get_i32("total").unwrap(), 12);
     let archive = docs(&d, "orders_archive").await;
     assert_eq!(archive.len(), 1);
-    assert_eq!(archive[0].get_i32("total").unwrap(), 10, "only the insert is archived");
+    assert_eq!(
+        archive[0].get_i32("total").unwrap(),
+        10,
+        "only the insert is archived"
+    );
     assert!(docs(&d, "products").await.is_empty());
     engine.stop(SEC).await;
 }
@@ -173,10 +217,17 @@ async fn values_keep_their_types() {
     assert_eq!(t.get("none"), Some(&Bson::Null));
     assert_eq!(
         t.get_array("tags").unwrap(),
-        &vec![Bson::String("a".into()), Bson::Int32(2), Bson::Boolean(false)]
+        &vec![
+            Bson::String("a".into()),
+            Bson::Int32(2),
+            Bson::Boolean(false)
+        ]
     );
     let addr = t.get_document("addr").unwrap();
-    assert_eq!(addr.get_document("geo").unwrap().get_f64("lat").unwrap(), 59.9);
+    assert_eq!(
+        addr.get_document("geo").unwrap().get_f64("lat").unwrap(),
+        59.9
+    );
     assert_eq!(t.get_str("when").unwrap(), "2026-12-04T00:00:00.000Z");
 }
 
@@ -201,12 +252,20 @@ async fn a_batch_keeps_each_records_order_on_both_write_paths() {
             change(9, Op::Deleted, "a", "o3", json!({})),
         ];
         let out = s.write_batch(&batch).await.unwrap();
-        assert!(failed_indices(out).is_empty(), "per_collection={per_collection}");
+        assert!(
+            failed_indices(out).is_empty(),
+            "per_collection={per_collection}"
+        );
         let d = db(&name).await;
         let a = docs(&d, "a").await;
         let got: Vec<(String, i32)> = a
             .iter()
-            .map(|d| (d.get_str("_id").unwrap().to_string(), d.get_i32("v").unwrap()))
+            .map(|d| {
+                (
+                    d.get_str("_id").unwrap().to_string(),
+                    d.get_i32("v").unwrap(),
+                )
+            })
             .collect();
         assert_eq!(
             got,
@@ -229,7 +288,11 @@ async fn a_refused_document_fails_alone() {
             .create_index(
                 mongodb::IndexModel::builder()
                     .keys(doc! { "email": 1 })
-                    .options(mongodb::options::IndexOptions::builder().unique(true).build())
+                    .options(
+                        mongodb::options::IndexOptions::builder()
+                            .unique(true)
+                            .build(),
+                    )
                     .build(),
             )
             .await
@@ -237,8 +300,20 @@ async fn a_refused_document_fails_alone() {
         let s = sink_with(config(&name, json!({})), json!(["people"]), per_collection);
         let batch = [
             change(1, Op::Inserted, "people", "p1", json!({ "email": "a@x" })),
-            change(2, Op::Inserted, "people", "p2", json!({ "email": "b@x", "q": { "$where": "1" } })),
-            change(3, Op::Inserted, "people", "p3", json!({ "email": "c@x", "blob": "x".repeat(17 * 1024 * 1024) })),
+            change(
+                2,
+                Op::Inserted,
+                "people",
+                "p2",
+                json!({ "email": "b@x", "q": { "$where": "1" } }),
+            ),
+            change(
+                3,
+                Op::Inserted,
+                "people",
+                "p3",
+                json!({ "email": "c@x", "blob": "x".repeat(17 * 1024 * 1024) }),
+            ),
             change(4, Op::Inserted, "people", "p4", json!({ "email": "a@x" })),
             change(5, Op::Inserted, "people", "p5", json!({ "email": "e@x" })),
         ];
@@ -246,9 +321,18 @@ async fn a_refused_document_fails_alone() {
         let at: Vec<usize> = failed.iter().map(|f| f.0).collect();
         assert_eq!(at, [1, 2, 3], "per_collection={per_collection}: {failed:?}");
         assert!(failed.iter().all(|f| !f.2), "permanent: {failed:?}");
-        assert!(failed[0].1.contains("record 'p2'") && failed[0].1.contains("q.$where"), "{failed:?}");
-        assert!(failed[1].1.contains("record 'p3'") && failed[1].1.contains("16 MiB"), "{failed:?}");
-        assert!(failed[2].1.contains("record 'p4'") && failed[2].1.contains("11000"), "{failed:?}");
+        assert!(
+            failed[0].1.contains("record 'p2'") && failed[0].1.contains("q.$where"),
+            "{failed:?}"
+        );
+        assert!(
+            failed[1].1.contains("record 'p3'") && failed[1].1.contains("16 MiB"),
+            "{failed:?}"
+        );
+        assert!(
+            failed[2].1.contains("record 'p4'") && failed[2].1.contains("11000"),
+            "{failed:?}"
+        );
         let ids: Vec<String> = docs(&d, "people")
             .await
             .iter()
@@ -286,15 +370,28 @@ async fn log_collection_gets_one_document_per_applied_operation() {
     let mut log = docs(&d, "replication_log").await;
     log.sort_by_key(|l| l.get_str("_id").unwrap().to_string());
     assert_eq!(log.len(), 3, "{log:?}");
-    let ops: Vec<&str> = log.iter().map(|l| l.get_str("operation").unwrap()).collect();
+    let ops: Vec<&str> = log
+        .iter()
+        .map(|l| l.get_str("operation").unwrap())
+        .collect();
     assert_eq!(ops, ["insert", "update", "delete"]);
     for l in &log {
         assert_eq!(l.get_str("resource_name").unwrap(), "users");
         assert_eq!(l.get_str("collection").unwrap(), "users_collection");
         assert_eq!(l.get_str("record_id").unwrap(), "u1");
-        assert!(matches!(l.get("timestamp"), Some(Bson::DateTime(_))), "{l:?}");
+        assert!(
+            matches!(l.get("timestamp"), Some(Bson::DateTime(_))),
+            "{l:?}"
+        );
     }
-    assert_eq!(log[1].get_document("data").unwrap().get_str("name").unwrap(), "Ann B");
+    assert_eq!(
+        log[1]
+            .get_document("data")
+            .unwrap()
+            .get_str("name")
+            .unwrap(),
+        "Ann B"
+    );
     let indexes: Vec<String> = d
         .collection::<Document>("replication_log")
         .list_index_names()
@@ -330,5 +427,50 @@ async fn an_unreachable_server_is_retryable_and_never_shows_the_password() {
     .unwrap()
     .redacted()
     .to_string();
-    assert!(shown.contains("admin:***@h1") && !shown.contains("hunter2"), "{shown}");
+    assert!(
+        shown.contains("admin:***@h1") && !shown.contains("hunter2"),
+        "{shown}"
+    );
+}
+
+/// The spec's host/port/database/username/password form authenticates (SCRAM) as a real user
+/// of the database; a wrong password is a retryable failure that does not show the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn username_and_password_authenticate_against_the_database() {
+    let name = unique_db("auth");
+    let d = db(&name).await;
+    d.run_command(
+        doc! { "createUser": "replicator_user", "pwd": "s3cret-pw", "roles": ["readWrite"] },
+    )
+    .await
+    .unwrap();
+    let (host, port) = {
+        let opts = mongodb::options::ClientOptions::parse(url()).await.unwrap();
+        match &opts.hosts[0] {
+            mongodb::options::ServerAddress::Tcp { host, port } => {
+                (host.clone(), port.unwrap_or(27017))
+            }
+            other => panic!("unexpected address {other:?}"),
+        }
+    };
+    let form = |password: &str| {
+        json!({ "host": host, "port": port, "database": name, "username": "replicator_user",
+                "password": password, "options": { "serverSelectionTimeoutMS": 2000 } })
+    };
+    let s = sink_with(form("s3cret-pw"), json!(["users"]), false);
+    let out = s
+        .write_batch(&[change(1, Op::Inserted, "users", "u1", json!({ "a": 1 }))])
+        .await
+        .unwrap();
+    assert!(failed_indices(out).is_empty());
+    assert_eq!(docs(&d, "users").await.len(), 1);
+    let s = sink_with(form("wrong-pw"), json!(["users"]), false);
+    let e = s
+        .write_batch(&[change(2, Op::Inserted, "users", "u2", json!({ "a": 2 }))])
+        .await
+        .unwrap_err();
+    assert!(e.is_retryable(), "{e}");
+    assert!(e.message.contains("check the username and password"), "{e}");
+    assert!(!e.message.contains("wrong-pw"), "{e}");
+    assert_eq!(docs(&d, "users").await.len(), 1);
 }

@@ -146,7 +146,11 @@ impl MongoDbConfig {
         }
         if self.username.is_some() != self.password.is_some() {
             return Err(ConfigError::new(
-                if self.username.is_some() { "password" } else { "username" },
+                if self.username.is_some() {
+                    "password"
+                } else {
+                    "username"
+                },
                 "username and password go together",
                 "give both, or neither for a server without authentication",
             ));
@@ -289,9 +293,7 @@ impl MongoDbConfig {
 
 /// MongoDB's rules for database names (no `/\. "$*<>:|?`, no NUL, at most 63 bytes).
 pub(crate) fn check_database_name(name: &str) -> Result<(), ConfigError> {
-    let bad = name
-        .chars()
-        .find(|c| "/\\. \"$*<>:|?\0".contains(*c));
+    let bad = name.chars().find(|c| "/\\. \"$*<>:|?\0".contains(*c));
     if name.is_empty() || name.len() > 63 || bad.is_some() {
         return Err(ConfigError::new(
             "database",
@@ -326,10 +328,7 @@ pub(crate) fn check_collection_name(at: &str, name: &str) -> Result<(), ConfigEr
     match reason {
         Some(r) => Err(ConfigError::new(
             at,
-            format!(
-                "collection name '{}' {r}",
-                name.escape_default()
-            ),
+            format!("collection name '{}' {r}", name.escape_default()),
             "use letters, digits, '_', '-' and inner '.', e.g. 'users' or 'app.users'",
         )),
         None => Ok(()),
@@ -399,10 +398,14 @@ mod tests {
 
     #[test]
     fn credentials_are_redacted() {
-        let c = parse(json!({ "connectionString": "mongodb://admin:hunter2@h1,h2/db?replicaSet=rs0" }))
-            .unwrap();
+        let c =
+            parse(json!({ "connectionString": "mongodb://admin:hunter2@h1,h2/db?replicaSet=rs0" }))
+                .unwrap();
         let shown = format!("{} {c:?}", c.redacted());
-        assert!(shown.contains("admin") && !shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("admin") && !shown.contains("hunter2"),
+            "{shown}"
+        );
         let c = parse(json!({ "database": "d", "username": "u", "password": "hunter2" })).unwrap();
         let shown = format!("{} {c:?}", c.redacted());
         assert!(!shown.contains("hunter2"), "{shown}");

@@ -24,7 +24,9 @@ pub fn to_bson(v: &Value) -> Bson {
         },
         Value::String(s) => Bson::String(s.clone()),
         Value::Array(a) => Bson::Array(a.iter().map(to_bson).collect()),
-        Value::Object(m) => Bson::Document(m.iter().map(|(k, v)| (k.clone(), to_bson(v))).collect()),
+        Value::Object(m) => {
+            Bson::Document(m.iter().map(|(k, v)| (k.clone(), to_bson(v))).collect())
+        }
     }
 }
 
@@ -39,7 +41,9 @@ pub fn from_bson(b: &Bson) -> Value {
         Bson::Double(d) => serde_json::Number::from_f64(*d).map_or(Value::Null, Value::Number),
         Bson::String(s) => Value::String(s.clone()),
         Bson::Array(a) => Value::Array(a.iter().map(from_bson).collect()),
-        Bson::Document(d) => Value::Object(d.iter().map(|(k, v)| (k.clone(), from_bson(v))).collect()),
+        Bson::Document(d) => {
+            Value::Object(d.iter().map(|(k, v)| (k.clone(), from_bson(v))).collect())
+        }
         other => Value::String(other.to_string()),
     }
 }
@@ -50,7 +54,11 @@ pub fn from_bson(b: &Bson) -> Value {
 fn bad_field(v: &Value, path: &str) -> Option<String> {
     match v {
         Value::Object(m) => m.iter().find_map(|(k, v)| {
-            let here = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+            let here = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
             if k.starts_with('$') || k.contains('\0') {
                 Some(here)
             } else {
@@ -153,7 +161,10 @@ mod tests {
 
     #[test]
     fn the_id_is_the_record_id_and_comes_first() {
-        let d = document_of(&change(json!({ "name": "Ann", "_id": "other", "id": "u1" }))).unwrap();
+        let d = document_of(&change(
+            json!({ "name": "Ann", "_id": "other", "id": "u1" }),
+        ))
+        .unwrap();
         assert_eq!(d.keys().next().map(String::as_str), Some("_id"));
         assert_eq!(d.get_str("_id").unwrap(), "u1");
         assert_eq!(d.get_str("name").unwrap(), "Ann");
@@ -163,7 +174,10 @@ mod tests {
     #[test]
     fn refused_documents_name_the_record_and_the_field() {
         let e = document_of(&change(json!({ "a": { "b": [{ "$where": 1 }] } }))).unwrap_err();
-        assert!(e.contains("record 'u1'") && e.contains("'a.b.0.$where'"), "{e}");
+        assert!(
+            e.contains("record 'u1'") && e.contains("'a.b.0.$where'"),
+            "{e}"
+        );
         let e = document_of(&change(json!({ "s": "x".repeat(MAX_DOCUMENT_BYTES) }))).unwrap_err();
         assert!(e.contains("16 MiB"), "{e}");
         assert!(document_of(&change(json!([1]))).is_err());

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::future::join_all;
 use mongodb::bson::{doc, Bson, DateTime, Document};
-use mongodb::error::{Error as MongoError, ErrorKind as MongoErrorKind};
+use mongodb::error::{CommandError, Error as MongoError, ErrorKind as MongoErrorKind};
 use mongodb::options::{DeleteOneModel, IndexOptions, ReplaceOneModel, WriteModel};
 use mongodb::{Client, IndexModel, Namespace};
 use tokio::sync::OnceCell;
@@ -81,8 +81,7 @@ impl MongoDbSink {
                     .client_options()
                     .await
                     .map_err(SinkError::retryable)?;
-                Client::with_options(opts)
-                    .map_err(|e| classify("MongoDB client", &e, &self.config))
+                Client::with_options(opts).map_err(|e| classify("MongoDB client", &e, &self.config))
             })
             .await
     }
@@ -236,13 +235,15 @@ impl MongoDbSink {
                     redact(&wce.message)
                 ))))
             }
-            MongoErrorKind::BulkWrite(bw) => match bw.write_errors.iter().min_by_key(|(i, _)| **i) {
-                Some((&at, we)) if at < writes.len() => Some(Sent::Refused {
-                    at,
-                    error: refused(&what, &writes[at], we.code, &we.message),
-                }),
-                _ => Some(Sent::Failed(classify(&what, &e, &self.config))),
-            },
+            MongoErrorKind::BulkWrite(bw) => {
+                match bw.write_errors.iter().min_by_key(|(i, _)| **i) {
+                    Some((&at, we)) if at < writes.len() => Some(Sent::Refused {
+                        at,
+                        error: refused(&what, &writes[at], we.code, &we.message),
+                    }),
+                    _ => Some(Sent::Failed(classify(&what, &e, &self.config))),
+                }
+            }
             _ => Some(Sent::Failed(classify(&what, &e, &self.config))),
         }
     }
@@ -324,7 +325,12 @@ impl MongoDbSink {
                         };
                         return Sent::Refused {
                             at,
-                            error: refused(&what, &writes[at], code, e.get_str("errmsg").unwrap_or("")),
+                            error: refused(
+                                &what,
+                                &writes[at],
+                                code,
+                                e.get_str("errmsg").unwrap_or(""),
+                            ),
                         };
                     }
                 }
@@ -422,18 +428,25 @@ impl MongoDbSink {
                             we.code,
                             redact(&we.message)
                         );
-                        Some((i, if transient_code(we.code) {
-                            SinkError::retryable(message)
-                        } else {
-                            SinkError::permanent(message)
-                        }))
+                        Some((
+                            i,
+                            if transient_code(we.code) {
+                                SinkError::retryable(message)
+                            } else {
+                                SinkError::permanent(message)
+                            },
+                        ))
                     })
                     .collect();
             }
         }
         // The records were written; the log was not: retry them (both writes are idempotent).
         let e = classify(&what, &e, &self.config);
-        let e = if e.is_retryable() { e } else { SinkError::retryable(e.message) };
+        let e = if e.is_retryable() {
+            e
+        } else {
+            SinkError::retryable(e.message)
+        };
         applied.iter().map(|&i| (i, e.clone())).collect()
     }
 }
@@ -479,7 +492,7 @@ fn classify(what: &str, e: &MongoError, config: &MongoDbConfig) -> SinkError {
         | MongoErrorKind::ConnectionPoolCleared { .. }
         | MongoErrorKind::DnsResolve { .. }
         | MongoErrorKind::Shutdown => SinkError::retryable(message),
-        MongoErrorKind::Authentication { .. } => SinkError::retryable(format!(
+        MongoErrorKind::Authentication { .. } | MongoErrorKind::Command(CommandError { code: 18, .. }) => SinkError::retryable(format!(
             "{message}; check the username and password (or the connection string's credentials and authSource)"
         )),
         MongoErrorKind::Command(c) if transient_code(c.code) => SinkError::retryable(message),
