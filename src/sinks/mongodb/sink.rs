@@ -253,7 +253,7 @@ impl MongoDbSink {
     async fn send_commands(&self, client: &Client, collection: &str, writes: &[Write]) -> Sent {
         let db = client.database(&self.config.db);
         let write_concern = match self.config.write_concern() {
-            Ok(Some(wc)) => mongodb::bson::to_document(&wc).ok(),
+            Ok(Some(wc)) => mongodb::bson::serialize_to_document(&wc).ok(),
             _ => None,
         };
         let mut start = 0;
