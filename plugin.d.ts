@@ -211,6 +211,57 @@ export interface DynamoDbDriverConfig extends AwsCommonConfig {
   createTable?: boolean;
 }
 
+/** The MongoDB write concern. */
+export interface MongoDbWriteConcern {
+  /** A number of nodes, `'majority'` or a tag set name. */
+  w?: number | string;
+  /** Journal acknowledgment. */
+  j?: boolean;
+  /** Write concern timeout, ms. */
+  wtimeout?: number;
+  wtimeoutMS?: number;
+}
+
+/** MongoDB client options (the Node driver's names); they override the connection string's. */
+export interface MongoDbClientOptions extends MongoDbWriteConcern {
+  maxPoolSize?: number;
+  minPoolSize?: number;
+  maxConnecting?: number;
+  maxIdleTimeMS?: number;
+  serverSelectionTimeoutMS?: number;
+  connectTimeoutMS?: number;
+  /** Bounds each write round trip. */
+  socketTimeoutMS?: number;
+  heartbeatFrequencyMS?: number;
+  appName?: string;
+  replicaSet?: string;
+  directConnection?: boolean;
+  retryWrites?: boolean;
+  authSource?: string;
+  writeConcern?: MongoDbWriteConcern;
+  /** Accepted and ignored (Node driver 3.x flags). */
+  useUnifiedTopology?: boolean;
+  /** Accepted and ignored (Node driver 3.x flags). */
+  useNewUrlParser?: boolean;
+}
+
+/** `mongodb`: documents with `_id` = the record id; map resources to `'collection'` or `{ collection, actions }`. */
+export interface MongoDbDriverConfig {
+  /** Any MongoDB URI: mongodb://user:pass@host:27017/db, mongodb+srv://..., several hosts with ?replicaSet=. */
+  connectionString?: string;
+  /** Default localhost (without a connection string). */
+  host?: string;
+  /** Default 27017. */
+  port?: number;
+  /** Required unless the connection string names a database. */
+  database?: string;
+  username?: string;
+  password?: string;
+  options?: MongoDbClientOptions;
+  /** A collection receiving one document per applied operation, indexed on `timestamp`. */
+  logCollection?: string;
+}
+
 interface ReplicatorBase {
   /** Unique id; default: the driver name (`s3db`), or `s3db-1`, `s3db-2` when a driver is used twice. */
   id?: string;
@@ -227,7 +278,8 @@ export type ReplicatorConfig =
   | (ReplicatorBase & { driver: 'planetscale'; config: PlanetScaleDriverConfig })
   | (ReplicatorBase & { driver: 'turso'; config: TursoDriverConfig })
   | (ReplicatorBase & { driver: 'sqs'; config: SqsDriverConfig })
-  | (ReplicatorBase & { driver: 'dynamodb'; config: DynamoDbDriverConfig });
+  | (ReplicatorBase & { driver: 'dynamodb'; config: DynamoDbDriverConfig })
+  | (ReplicatorBase & { driver: 'mongodb'; config: MongoDbDriverConfig });
 
 export interface ReplicatorPluginOptions {
   /** Default true. */

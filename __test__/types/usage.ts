@@ -28,6 +28,9 @@ const plugin = new ReplicatorPlugin({
       resources: { users: 'Users', orders: { table: 'Orders', primaryKey: 'customerId', sortKey: 'orderId', actions: ['inserted'] }, events: ['E1', { table: 'E2' }] },
       config: { endpoint: 'http://127.0.0.1:8000', accessKeyId: 'AK', secretAccessKey: 'S', createTable: true },
     },
+    { driver: 'mongodb', resources: { users: 'users', orders: [{ collection: 'orders_active', actions: ['inserted', 'updated'] }, { collection: 'orders_archive', actions: ['inserted'] }] },
+      config: { connectionString: 'mongodb://127.0.0.1:27017/app', logCollection: 'replication_log', options: { maxPoolSize: 50, w: 'majority', j: true, wtimeout: 5000 } } },
+    { driver: 'mongodb', resources: ['users'], config: { host: 'localhost', port: 27017, database: 'app', username: 'u', password: 'p' } },
   ],
 });
 const same: typeof ReplicatorPlugin = ReplicatorPluginDefault;
@@ -56,6 +59,8 @@ plugin
   .once('plg:replicator:replicated', (e) => console.log(e.success))
   .on('some-other-event', (...args) => console.log(args.length));
 
+// @ts-expect-error the mongodb driver's port is a number
+new ReplicatorPlugin({ replicators: [{ driver: 'mongodb', resources: ['users'], config: { database: 'app', port: '27017' } }] });
 // @ts-expect-error a skipped change has no `error` field
 plugin.on('plg:replicator:skipped', (e) => console.log(e.error));
 // @ts-expect-error duration is a number, not a string

@@ -4,6 +4,7 @@
 
 mod aws;
 mod dynamodb;
+mod mongodb;
 pub mod mysql;
 pub mod postgres;
 mod s3db;
@@ -21,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use dynamodb::DynamoDbConfig;
+pub use mongodb::MongoDbConfig;
 pub use mysql::{MySqlConfig, PlanetScaleConfig};
 pub use postgres::PostgresConfig;
 pub use s3db::S3dbConfig;
@@ -125,6 +127,7 @@ pub enum SinkConfig {
     Turso(TursoConfig),
     Sqs(SqsConfig),
     DynamoDb(DynamoDbConfig),
+    MongoDb(MongoDbConfig),
 }
 
 impl SinkConfig {
@@ -140,6 +143,7 @@ impl SinkConfig {
         "turso",
         "sqs",
         "dynamodb",
+        "mongodb",
     ];
 
     /// Keys a destination object of this driver may carry besides the common ones (`resource`
@@ -171,6 +175,7 @@ impl SinkConfig {
             "turso" => Self::Turso(parse_section::<TursoConfig>(config)?.validated()?),
             "sqs" => Self::Sqs(parse_section::<SqsConfig>(config)?.validated()?),
             "dynamodb" => Self::DynamoDb(parse_section::<DynamoDbConfig>(config)?.validated()?),
+            "mongodb" => Self::MongoDb(parse_section::<MongoDbConfig>(config)?.validated()?),
             other => {
                 return Err(ConfigError::new(
                     "",
@@ -191,15 +196,20 @@ impl SinkConfig {
             Self::Turso(c) => turso::build(c, sql::key_columns(&ctx.routes)?)?,
             Self::Sqs(c) => Arc::new(sqs::SqsSink::new(c.clone(), ctx.routes.clone())),
             Self::DynamoDb(c) => Arc::new(dynamodb::DynamoDbSink::new(c.clone(), &ctx.routes)?),
+            Self::MongoDb(c) => {
+                mongodb::check_routes(&ctx.routes)?;
+                Arc::new(mongodb::MongoDbSink::new(c.clone()))
+            }
         })
     }
 
     /// Checks the settings that depend on the routes (every SQS resource has a queue, DynamoDB
-    /// keys), at construction, naming the resource at fault.
+    /// keys, MongoDB collection names), at construction, naming the resource at fault.
     pub fn check_routes(&self, routes: &[crate::config::Route]) -> Result<(), ConfigError> {
         match self {
             Self::Sqs(c) => c.check_routes(routes),
             Self::DynamoDb(_) => dynamodb::key_schemas(routes).map(|_| ()),
+            Self::MongoDb(_) => mongodb::check_routes(routes),
             Self::Postgres(_) | Self::MySql(_) | Self::PlanetScale(_) | Self::Turso(_) => {
                 sql::key_columns(routes).map(|_| ())
             }
@@ -218,6 +228,7 @@ impl SinkConfig {
             Self::Turso(c) => c.redacted(),
             Self::Sqs(c) => c.redacted(),
             Self::DynamoDb(c) => c.redacted(),
+            Self::MongoDb(c) => c.redacted(),
         }
     }
 }
