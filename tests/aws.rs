@@ -15,11 +15,11 @@ use aws_sdk_dynamodb::types::{
 };
 use serde_json::{json, Value};
 
-use common::{push, rec, start, within, TestHost};
+use common::{build_sink, push, rec, start, within, TestHost};
 use s3db_replicator::config::parse_resources;
 use s3db_replicator::engine::OutcomeStatus;
 use s3db_replicator::event::{Change, Op};
-use s3db_replicator::sinks::{BatchOutcome, Sink, SinkConfig, SinkContext};
+use s3db_replicator::sinks::{BatchOutcome, Sink, SinkConfig};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -122,15 +122,7 @@ fn body(m: &aws_sdk_sqs::types::Message) -> Value {
 
 fn sink(driver: &str, config: Value, resources: Value, driver_keys: &[&str]) -> Arc<dyn Sink> {
     let routes = parse_resources("resources", &resources, driver_keys).unwrap();
-    let c = SinkConfig::parse(driver, config).unwrap();
-    c.check_routes(&routes).unwrap();
-    c.build(&SinkContext {
-        replicator_id: "r".into(),
-        host: TestHost::new(),
-        timeout_ms: 5000,
-        routes,
-    })
-    .unwrap()
+    build_sink(SinkConfig::parse(driver, config).unwrap(), routes)
 }
 
 fn change(seq: u64, op: Op, resource: &str, id: &str, data: Value) -> Change {

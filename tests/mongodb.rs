@@ -10,11 +10,11 @@ use std::time::Duration;
 use mongodb::bson::{doc, Bson, Document};
 use serde_json::{json, Value};
 
-use common::{push, rec, start, within, TestHost};
+use common::{build_sink, push, rec, start, within, TestHost};
 use s3db_replicator::config::parse_resources;
 use s3db_replicator::engine::OutcomeStatus;
 use s3db_replicator::event::{Change, Op};
-use s3db_replicator::sinks::{BatchOutcome, Sink, SinkConfig, SinkContext};
+use s3db_replicator::sinks::{BatchOutcome, Sink, SinkConfig};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -67,14 +67,7 @@ fn sink_with(config: Value, resources: Value, per_collection: bool) -> Arc<dyn S
     if let SinkConfig::MongoDb(m) = &mut c {
         m.per_collection_writes = per_collection;
     }
-    c.check_routes(&routes).unwrap();
-    c.build(&SinkContext {
-        replicator_id: "r".into(),
-        host: TestHost::new(),
-        timeout_ms: 5000,
-        routes,
-    })
-    .unwrap()
+    build_sink(c, routes)
 }
 
 fn change(seq: u64, op: Op, dest: &str, id: &str, data: Value) -> Change {

@@ -76,6 +76,25 @@ pub enum BatchOutcome {
     Partial(Vec<(usize, SinkError)>),
 }
 
+impl BatchOutcome {
+    /// The result of a batch of `len` changes from its failures: none is `Delivered`; every
+    /// change failed retryably is one failure of the destination (`Err`: the breaker counts it,
+    /// the whole batch retries); anything else is `Partial`, in batch order.
+    pub fn from_failures(
+        len: usize,
+        mut failed: Vec<(usize, SinkError)>,
+    ) -> Result<Self, SinkError> {
+        if failed.is_empty() {
+            return Ok(Self::Delivered);
+        }
+        if failed.len() == len && failed.iter().all(|(_, e)| e.is_retryable()) {
+            return Err(failed.swap_remove(0).1);
+        }
+        failed.sort_by_key(|(i, _)| *i);
+        Ok(Self::Partial(failed))
+    }
+}
+
 #[async_trait]
 pub trait Sink: Send + Sync {
     /// Largest batch this sink accepts in one `write_batch`.

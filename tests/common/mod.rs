@@ -13,13 +13,13 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use s3db_replicator::config::EngineConfig;
+use s3db_replicator::config::{EngineConfig, Route};
 use s3db_replicator::engine::{
     CallbackCall, CallbackResult, Engine, Host, ItemResults, Outcome, OutcomeStatus,
 };
 use s3db_replicator::error::SinkError;
 use s3db_replicator::event::{Change, Op};
-use s3db_replicator::sinks::{BatchOutcome, Sink};
+use s3db_replicator::sinks::{BatchOutcome, Sink, SinkConfig, SinkContext};
 
 // ---------------------------------------------------------------------------------------------
 // Callback ids understood by `TestHost::run_callbacks`.
@@ -684,4 +684,18 @@ pub fn persisted_watermark(dir: &std::path::Path) -> u64 {
         Ok(b) if b.len() >= 16 => u64::from_le_bytes(b[8..16].try_into().unwrap()),
         _ => 0,
     }
+}
+
+/// A configured destination driver on its own (no engine), as the engine builds it: its
+/// routes checked first, replicator id `r`, a 5 s timeout.
+pub fn build_sink(config: SinkConfig, routes: Vec<Route>) -> Arc<dyn Sink> {
+    config.check_routes(&routes).unwrap();
+    config
+        .build(&SinkContext {
+            replicator_id: "r".into(),
+            host: TestHost::new(),
+            timeout_ms: 5000,
+            routes,
+        })
+        .unwrap()
 }

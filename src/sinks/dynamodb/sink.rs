@@ -277,13 +277,6 @@ impl Sink for DynamoDbSink {
         }
         let results = join_all(writes.chunks(MAX_WRITES).map(|chunk| self.send(chunk))).await;
         failed.extend(results.into_iter().flatten());
-        if failed.is_empty() {
-            return Ok(BatchOutcome::Delivered);
-        }
-        if failed.len() == batch.len() && failed.iter().all(|(_, e)| e.is_retryable()) {
-            return Err(failed.swap_remove(0).1);
-        }
-        failed.sort_by_key(|(i, _)| *i);
-        Ok(BatchOutcome::Partial(failed))
+        BatchOutcome::from_failures(batch.len(), failed)
     }
 }

@@ -559,14 +559,7 @@ impl Sink for MongoDbSink {
             applied.sort_unstable();
             failed.extend(self.write_log(client, log, batch, &applied).await);
         }
-        if failed.is_empty() {
-            return Ok(BatchOutcome::Delivered);
-        }
-        if failed.len() == batch.len() && failed.iter().all(|(_, e)| e.is_retryable()) {
-            return Err(failed.swap_remove(0).1);
-        }
-        failed.sort_by_key(|(i, _)| *i);
-        Ok(BatchOutcome::Partial(failed))
+        BatchOutcome::from_failures(batch.len(), failed)
     }
 
     async fn close(&self) {

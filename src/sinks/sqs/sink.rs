@@ -283,14 +283,6 @@ impl Sink for SqsSink {
                 failed.push(f);
             }
         }
-        if failed.is_empty() {
-            return Ok(BatchOutcome::Delivered);
-        }
-        if failed.len() == batch.len() && failed.iter().all(|(_, e)| e.is_retryable()) {
-            // Nothing got through: one failure of the destination (the breaker counts it).
-            return Err(failed.swap_remove(0).1);
-        }
-        failed.sort_by_key(|(i, _)| *i);
-        Ok(BatchOutcome::Partial(failed))
+        BatchOutcome::from_failures(batch.len(), failed)
     }
 }

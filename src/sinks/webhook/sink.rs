@@ -218,17 +218,6 @@ impl Sink for WebhookSink {
             .enumerate()
             .filter_map(|(i, r)| r.map(|e| (i, e)))
             .collect();
-        if failed.is_empty() {
-            return Ok(BatchOutcome::Delivered);
-        }
-        if failed.len() == batch.len() && failed.iter().all(|(_, e)| e.is_retryable()) {
-            // Nothing got through: report it as one failure of the destination.
-            return Err(failed
-                .into_iter()
-                .next()
-                .map(|(_, e)| e)
-                .unwrap_or_else(|| SinkError::retryable("webhook failed")));
-        }
-        Ok(BatchOutcome::Partial(failed))
+        BatchOutcome::from_failures(batch.len(), failed)
     }
 }
