@@ -7,22 +7,12 @@ import { ReplicatorPlugin } from '../plugin.js';
 import { Database } from 's3db.js/lite';
 
 import { AWS_ENDPOINT, awsConfig, createBucket, createQueue, createTable, drainQueue, listObjects, scanTable, unique } from './helpers/aws.mjs';
-import { collect, memoryDb, visible } from './helpers/db.mjs';
+import { changeFailures, installed, visible } from './helpers/db.mjs';
 import { startTcpProxy } from './helpers/tcp-proxy.mjs';
 
-async function start(t, replicators, options = {}) {
-  const db = await memoryDb('aws');
-  const plugin = new ReplicatorPlugin({ ...options, replicators });
-  const events = collect(plugin, 'plg:replicator:error', 'plg:replicator:replicated');
-  await db.usePlugin(plugin);
-  t.after(async () => {
-    await plugin.stop();
-    await db.disconnect();
-  });
-  return { db, plugin, events };
-}
+const start = (t, replicators, options) => installed(t, 'aws', replicators, options);
 
-const failures = (events) => events['plg:replicator:error'].filter((e) => e.recordId !== null);
+const failures = changeFailures;
 
 test("sqs: the spec's basic configuration (FIFO queue, messageGroupId, deduplicationId) delivers every change, two updates of one record included", async (t) => {
   const queueUrl = createQueue(`${unique('events')}.fifo`);

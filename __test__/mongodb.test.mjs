@@ -5,21 +5,11 @@ import { test } from 'node:test';
 
 import { ReplicatorPlugin } from '../plugin.js';
 import { MONGODB_HOST, MONGODB_PORT, createUser, fieldTypes, findAll, indexNames, mongoUrl, uniqueDb } from './helpers/mongodb.mjs';
-import { collect, memoryDb } from './helpers/db.mjs';
+import { changeFailures, installed } from './helpers/db.mjs';
 
-async function start(t, replicators, options = {}) {
-  const db = await memoryDb('mongo');
-  const plugin = new ReplicatorPlugin({ ...options, replicators });
-  const events = collect(plugin, 'plg:replicator:error', 'plg:replicator:replicated');
-  await db.usePlugin(plugin);
-  t.after(async () => {
-    await plugin.stop();
-    await db.disconnect();
-  });
-  return { db, plugin, events };
-}
+const start = (t, replicators, options) => installed(t, 'mongo', replicators, options);
 
-const failures = (events) => events['plg:replicator:error'].filter((e) => e.recordId !== null);
+const failures = changeFailures;
 const strip = ({ _id, ...rest }) => ({ _id, ...rest });
 
 test("mongodb: the spec's basic configuration (host/port/database/username/password, logCollection)", async (t) => {

@@ -1,6 +1,8 @@
 // Real s3db.js databases for the tests: each call gets its own in-memory bucket.
 import { Database } from 's3db.js/lite';
 
+import { ReplicatorPlugin } from '../../plugin.js';
+
 let counter = 0;
 
 export async function memoryDb(label = 'db') {
@@ -42,3 +44,22 @@ export function visible(record) {
   if (!record) return record;
   return Object.fromEntries(Object.entries(record).filter(([k]) => !k.startsWith('_') && !k.startsWith('$')));
 }
+
+/**
+ * A memory:// database with a ReplicatorPlugin of `replicators` installed, stopped and
+ * disconnected after the test `t`; its `plg:replicator:error` and `replicated` events collected.
+ */
+export async function installed(t, label, replicators, options = {}) {
+  const db = await memoryDb(label);
+  const plugin = new ReplicatorPlugin({ ...options, replicators });
+  const events = collect(plugin, 'plg:replicator:error', 'plg:replicator:replicated');
+  await db.usePlugin(plugin);
+  t.after(async () => {
+    await plugin.stop();
+    await db.disconnect();
+  });
+  return { db, plugin, events };
+}
+
+/** The errors of changes (an outage report has recordId null: no change failed). */
+export const changeFailures = (events) => events['plg:replicator:error'].filter((e) => e.recordId !== null);

@@ -16,6 +16,7 @@
 import { CreateQueueCommand, DeleteQueueCommand, PurgeQueueCommand, SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { BatchWriteItemCommand, CreateTableCommand, DeleteTableCommand, DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
 
+import { controlOf } from './destinations.mjs';
 import { DELETED, record } from './workload.mjs';
 
 export const AWS_DEFAULT_URL = process.env.S3DB_REPLICATOR_AWS_ENDPOINT ?? 'http://127.0.0.1:45660';
@@ -26,14 +27,7 @@ const unique = (kind) => `bench-${kind}-${process.pid}-${Date.now().toString(36)
 
 /** The recording proxy's control endpoints, and its arrivals on this process's clock. */
 async function proxyOf(url) {
-  const control = async (path, method = 'GET') => (await fetch(new URL(path, url), { method })).json();
-  let best = { rtt: Infinity, delta: 0 };
-  for (let i = 0; i < 25; i++) {
-    const a = performance.now();
-    const { t } = await control('/__now');
-    const b = performance.now();
-    if (b - a < best.rtt) best = { rtt: b - a, delta: t - (a + b) / 2 };
-  }
+  const { control, clock: best } = await controlOf(url);
   await control('/__reset', 'POST');
   return {
     clock: best,

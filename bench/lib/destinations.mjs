@@ -63,12 +63,12 @@ async function openS3db() {
  * moment the server has read the whole request (before it answers). Its clock is mapped onto
  * this process's with the offset of the fastest of a few /__now round trips.
  */
-async function openWebhook({ webhookUrl }) {
-  const base = new URL(webhookUrl);
-  const control = async (path, method = 'GET') => {
-    const res = await fetch(new URL(path, base), { method });
-    return res.json();
-  };
+/**
+ * The control endpoints of a bench server process (`/__now`, `/__reset`, `/__results`) at `url`,
+ * and its clock mapped onto this process's: the offset of the fastest of 25 `/__now` round trips.
+ */
+export async function controlOf(url) {
+  const control = async (path, method = 'GET') => (await fetch(new URL(path, url), { method })).json();
   let best = { rtt: Infinity, delta: 0 };
   for (let i = 0; i < 25; i++) {
     const a = performance.now();
@@ -76,6 +76,11 @@ async function openWebhook({ webhookUrl }) {
     const b = performance.now();
     if (b - a < best.rtt) best = { rtt: b - a, delta: t - (a + b) / 2 };
   }
+  return { control, clock: best };
+}
+
+async function openWebhook({ webhookUrl }) {
+  const { control, clock: best } = await controlOf(new URL(webhookUrl));
   await control('/__reset', 'POST');
   const arrivals = async () => {
     const { ids, versions, times } = await control('/__results');
