@@ -95,8 +95,8 @@ pub struct BigQueryConfig {
     /// Where jobs run and where a dataset created by schema sync lives. Default `US`.
     #[serde(default)]
     pub location: Option<String>,
-    /// A service-account key object (`type`, `client_email`, `private_key`, ...). Without it,
-    /// Application Default Credentials are used (none at all with an `endpoint`).
+    /// A service-account key object (`type`, `client_email`, `private_key`, ...). Without it
+    /// (or with `{}`), Application Default Credentials are used (none at all with an `endpoint`).
     #[serde(default)]
     pub credentials: Option<Value>,
     /// A BigQuery-compatible REST server (an emulator), e.g. `http://127.0.0.1:9050`; the API
@@ -165,8 +165,11 @@ impl BigQueryConfig {
                 ));
             }
         }
-        if let Some(creds) = self.credentials.take() {
-            self.key = Some(parse_key(creds)?);
+        match self.credentials.take() {
+            // The spec's `credentials: { /* ... or application default credentials */ }`.
+            None | Some(Value::Null) => {}
+            Some(Value::Object(o)) if o.is_empty() => {}
+            Some(creds) => self.key = Some(parse_key(creds)?),
         }
         Ok(self)
     }
@@ -393,6 +396,9 @@ mod tests {
             ("audit", Mutability::Immutable)
         );
         assert!(c.schema_sync.enabled);
+        // The spec's empty `credentials: {}` means Application Default Credentials.
+        let c = parse(json!({ "projectId": "p", "datasetId": "d", "credentials": {} })).unwrap();
+        assert!(c.key.is_none());
         assert_eq!(
             c.project_url(),
             "https://bigquery.googleapis.com/bigquery/v2/projects/analytics"
