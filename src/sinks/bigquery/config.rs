@@ -4,7 +4,6 @@
 //! checks of BigQuery names.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -115,15 +114,6 @@ pub struct BigQueryConfig {
     /// The parsed `credentials`, set by `validated`.
     #[serde(skip)]
     pub key: Option<ServiceAccountKey>,
-    /// How long a DML statement refused because of the streaming buffer waits before it is
-    /// tried again (the spec's 30 s).
-    #[doc(hidden)]
-    #[serde(skip, default = "buffer_delay")]
-    pub streaming_buffer_delay: Duration,
-}
-
-fn buffer_delay() -> Duration {
-    Duration::from_secs(30)
 }
 
 impl BigQueryConfig {
@@ -396,13 +386,13 @@ mod tests {
             ("audit", Mutability::Immutable)
         );
         assert!(c.schema_sync.enabled);
-        // The spec's empty `credentials: {}` means Application Default Credentials.
-        let c = parse(json!({ "projectId": "p", "datasetId": "d", "credentials": {} })).unwrap();
-        assert!(c.key.is_none());
         assert_eq!(
             c.project_url(),
             "https://bigquery.googleapis.com/bigquery/v2/projects/analytics"
         );
+        // The spec's empty `credentials: {}` means Application Default Credentials.
+        let c = parse(json!({ "projectId": "p", "datasetId": "d", "credentials": {} })).unwrap();
+        assert!(c.key.is_none());
     }
 
     #[test]

@@ -31,8 +31,9 @@ const MAX_ROWS: usize = 500;
 const MAX_REQUEST_BYTES: usize = 9 * 1024 * 1024;
 /// Characters per `MERGE` statement (the limit is 1024K).
 const MAX_QUERY_CHARS: usize = 900 * 1024;
-/// Attempts of a DML statement refused because of the streaming buffer (the spec's 2).
-const BUFFER_ATTEMPTS: u32 = 2;
+/// The wait before a DML statement refused because of the streaming buffer is tried again
+/// (the spec's 30 s).
+const STREAMING_BUFFER_DELAY: Duration = Duration::from_secs(30);
 /// The source column of a `MERGE` that marks a delete.
 const DELETE_FLAG: &str = "__s3db_deleted";
 
@@ -178,7 +179,7 @@ impl BigQuerySink {
                 .body(serde_json::to_vec(b).unwrap_or_default());
         }
         let resp = req.send().await.map_err(|e| {
-            let e = SinkError::retryable(format!(
+            SinkError::retryable(format!(
                 "{what}: {}{}",
                 redact(&e.to_string()),
                 if e.is_connect() {
@@ -186,8 +187,7 @@ impl BigQuerySink {
                 } else {
                     String::new()
                 }
-            ));
-            e
+            ))
         })?;
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.map_err(|e| {
@@ -380,30 +380,16 @@ impl BigQuerySink {
         )))
     }
 
-    /// A DML statement, tried again after `streaming_buffer_delay` when BigQuery refuses it
-    /// because rows are still in the streaming buffer (the spec's 30 s, 2 attempts).
+    /// A DML statement. One refused because rows are still in the streaming buffer fails as
+    /// throttled with the spec's 30 s delay: the engine tries it again after at least that long,
+    /// within `maxRetries` (sinks never sleep; a 30 s wait inside the write would also exceed the
+    /// write's own time limit).
     async fn dml(&self, table: &str, sql: &str) -> Result<(), SinkError> {
         let what = format!("BigQuery MERGE into {table}");
-        let mut attempt = 1;
-        loop {
-            match self.query(&what, sql).await {
-                Ok(_) => return Ok(()),
-                Err(e) if e.message.contains("streaming buffer") => {
-                    if attempt >= BUFFER_ATTEMPTS {
-                        return Err(SinkError::throttled(
-                            format!(
-                                "{what}: rows of table '{table}' are still in BigQuery's streaming buffer (up to 90 minutes after they were streamed), so UPDATE/DELETE/MERGE cannot change them yet; tried {attempt} times, {} s apart. The changes are retried later; for tables written right after their rows are streamed, use mutability 'append-only' or 'immutable'",
-                                self.config.streaming_buffer_delay.as_secs()
-                            ),
-                            Some(self.config.streaming_buffer_delay),
-                        ));
-                    }
-                    attempt += 1;
-                    tokio::time::sleep(self.config.streaming_buffer_delay).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        self.query(&what, sql)
+            .await
+            .map(|_| ())
+            .map_err(|e| streaming_buffer(e, table, STREAMING_BUFFER_DELAY))
     }
 
     /// The columns schema sync wants for `table`: `id`, the attributes, the mode's tracking
@@ -986,6 +972,22 @@ impl BigQuerySink {
     }
 }
 
+/// A DML error because of the streaming buffer becomes a throttled error that says what
+/// happened and what to do; other errors pass unchanged.
+fn streaming_buffer(e: SinkError, table: &str, delay: Duration) -> SinkError {
+    if !e.message.contains("streaming buffer") {
+        return e;
+    }
+    SinkError::throttled(
+        format!(
+            "{}; rows of BigQuery table '{table}' are still in the streaming buffer (up to 90 minutes after they were streamed), where UPDATE, DELETE and MERGE cannot change them. The change is tried again after {} s, within maxRetries; for tables that receive streamed rows, use mutability 'append-only' or 'immutable'",
+            e.message,
+            delay.as_secs()
+        ),
+        Some(delay),
+    )
+}
+
 #[async_trait]
 impl Sink for BigQuerySink {
     async fn healthcheck(&self) -> Result<(), SinkError> {
@@ -1048,5 +1050,33 @@ impl Sink for BigQuerySink {
         } else {
             Ok(BatchOutcome::Partial(failed))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn the_streaming_buffer_error_waits_30_s_and_says_why() {
+        let e = SinkError::permanent(
+            "BigQuery MERGE into t: UPDATE or DELETE statement over table p.d.t would affect rows in the streaming buffer, which is not supported (HTTP 400)",
+        );
+        let e = streaming_buffer(e, "t", Duration::from_secs(30));
+        assert_eq!(
+            e.kind,
+            ErrorKind::Throttled {
+                retry_after: Some(Duration::from_secs(30))
+            }
+        );
+        assert!(e.is_retryable());
+        assert!(e.message.contains("90 minutes") && e.message.contains("append-only"));
+        let other = streaming_buffer(
+            SinkError::permanent("Syntax error"),
+            "t",
+            Duration::from_secs(30),
+        );
+        assert!(!other.is_retryable());
     }
 }
