@@ -436,6 +436,72 @@ async fn mutable_merges_by_id() {
     );
 }
 
+/// A MERGE BigQuery refuses as a whole (here a value that is not a date) is split per record:
+/// only the record at fault fails, naming the reason; the others are applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_merge_fails_only_the_record_at_fault() {
+    let dataset = unique_dataset("merge_split");
+    let s = sink_at(
+        config(
+            &dataset,
+            json!({ "mutability": "mutable", "schemaSync": sync() }),
+        ),
+        json!({ "cache": "cache_table" }),
+    );
+    s.sync_schema("cache_table", &parse_attributes(&json!({ "born": "date" })))
+        .await
+        .unwrap();
+    let batch = vec![
+        change(
+            1,
+            Op::Inserted,
+            "cache_table",
+            "a",
+            json!({ "born": "1990-01-02" }),
+        ),
+        change(
+            2,
+            Op::Inserted,
+            "cache_table",
+            "b",
+            json!({ "born": "not a date" }),
+        ),
+        change(
+            3,
+            Op::Updated,
+            "cache_table",
+            "b",
+            json!({ "born": "still not" }),
+        ),
+        change(
+            4,
+            Op::Inserted,
+            "cache_table",
+            "c",
+            json!({ "born": "2001-12-31" }),
+        ),
+    ];
+    let failed = failures(s.write_batch(&batch).await.unwrap());
+    let idx: Vec<usize> = failed.iter().map(|f| f.0).collect();
+    assert_eq!(idx, vec![1, 2], "both changes of 'b' fail: {failed:?}");
+    assert!(
+        failed.iter().all(|f| !f.2 && f.1.contains("still not")),
+        "{failed:?}"
+    );
+    let rows = query(&format!("SELECT id, CAST(born AS STRING) AS born FROM `{PROJECT}.{dataset}.cache_table` ORDER BY id")).await;
+    let got: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (text(r, "id"), text(r, "born")))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("a".into(), "1990-01-02".into()),
+            ("c".into(), "2001-12-31".into())
+        ]
+    );
+}
+
 /// Schema sync: create with the spec's BigQuery types plus the tracking fields of the mode,
 /// add a column the resource gained (`table_altered`), validate-only reports what differs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -361,7 +361,13 @@ impl BigQuerySink {
                 return Err(Self::refused(what, &a));
             }
             if a.body.get("jobComplete").and_then(Value::as_bool) != Some(false) {
-                return Ok(a.body);
+                return match job_error(&a.body) {
+                    Some(e) => Err(SinkError {
+                        message: format!("{what}: {}", e.message),
+                        ..e
+                    }),
+                    None => Ok(a.body),
+                };
             }
             let job = a
                 .body
@@ -972,6 +978,32 @@ impl BigQuerySink {
     }
 }
 
+/// The error of a completed job whose answer came with HTTP 200 (bqemulator reports a failed
+/// statement that way: `errors` and no `numDmlAffectedRows`). A real BigQuery answer may list
+/// warnings in `errors` for a statement that succeeded; a successful DML statement always has
+/// `numDmlAffectedRows`, so that decides.
+fn job_error(body: &Value) -> Option<SinkError> {
+    let errors = body.get("errors").and_then(Value::as_array)?;
+    let first = errors.first()?;
+    if body.get("numDmlAffectedRows").is_some() {
+        return None;
+    }
+    let reason = first.get("reason").and_then(Value::as_str).unwrap_or("");
+    let message = redact(
+        first
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("the job failed"),
+    );
+    let message = format!("{message} ({reason})");
+    Some(match reason {
+        "backendError" | "internalError" | "rateLimitExceeded" | "jobBackendError" => {
+            SinkError::retryable(message)
+        }
+        _ => SinkError::permanent(message),
+    })
+}
+
 /// A DML error because of the streaming buffer becomes a throttled error that says what
 /// happened and what to do; other errors pass unchanged.
 fn streaming_buffer(e: SinkError, table: &str, delay: Duration) -> SinkError {
@@ -1057,6 +1089,21 @@ impl Sink for BigQuerySink {
 mod tests {
     use super::*;
     use crate::error::ErrorKind;
+
+    #[test]
+    fn a_failed_job_in_a_200_answer_is_an_error() {
+        let failed = json!({ "jobComplete": true, "errors": [{ "reason": "invalidQuery", "message": "Invalid date: 'nope'" }] });
+        let e = job_error(&failed).unwrap();
+        assert!(
+            !e.is_retryable() && e.message.contains("Invalid date"),
+            "{e:?}"
+        );
+        let warned = json!({ "jobComplete": true, "numDmlAffectedRows": "2", "errors": [{ "reason": "warning", "message": "w" }] });
+        assert!(job_error(&warned).is_none());
+        assert!(job_error(&json!({ "jobComplete": true, "errors": [] })).is_none());
+        let busy = json!({ "errors": [{ "reason": "backendError", "message": "try later" }] });
+        assert!(job_error(&busy).unwrap().is_retryable());
+    }
 
     #[test]
     fn the_streaming_buffer_error_waits_30_s_and_says_why() {
