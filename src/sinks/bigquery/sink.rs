@@ -48,6 +48,9 @@ pub(crate) struct BigQuerySink {
     /// Schema syncs that could not reach BigQuery, run before the table's next write.
     deferred: Mutex<HashMap<String, ResourceSchema>>,
     dataset_ready: OnceCell<()>,
+    /// Serialises schema changes of this sink (lanes write concurrently): a column two lanes
+    /// both meet is added once.
+    ddl: Mutex<()>,
 }
 
 /// An HTTP answer: status and JSON body (`Null` when empty or not JSON).
@@ -100,6 +103,7 @@ impl BigQuerySink {
             tables: Mutex::new(HashMap::new()),
             deferred: Mutex::new(HashMap::new()),
             dataset_ready: OnceCell::new(),
+            ddl: Mutex::new(()),
         })
     }
 
@@ -321,16 +325,30 @@ impl BigQuerySink {
         columns: &[(String, String)],
     ) -> Result<(), SinkError> {
         let what = format!("BigQuery tables.patch {table}");
+        let _ddl = self.ddl.lock().await;
         let Some(mut fields) = self.raw_fields(table).await? else {
             return Err(SinkError::permanent(format!(
                 "{what}: the table does not exist"
             )));
         };
-        fields.extend(
-            columns
-                .iter()
-                .map(|(n, t)| json!({ "name": n, "type": t, "mode": "NULLABLE" })),
-        );
+        let has = |fields: &[Value], n: &str| {
+            fields.iter().any(|f| {
+                f["name"]
+                    .as_str()
+                    .is_some_and(|x| x.eq_ignore_ascii_case(n))
+            })
+        };
+        // Added meanwhile (another lane, another process): nothing to do for those.
+        let new: Vec<Value> = columns
+            .iter()
+            .filter(|(n, _)| !has(&fields, n))
+            .map(|(n, t)| json!({ "name": n, "type": t, "mode": "NULLABLE" }))
+            .collect();
+        if new.is_empty() {
+            self.refresh(table).await?;
+            return Ok(());
+        }
+        fields.extend(new);
         let body = json!({ "schema": { "fields": fields } });
         let a = self
             .call(
