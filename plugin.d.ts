@@ -29,6 +29,8 @@ export interface DestinationConfig {
   sortKey?: string;
   /** SQS: this destination's queue (overrides `queues` and the defaults). */
   queueUrl?: string;
+  /** BigQuery: this table's mode (overrides `config.mutability`). */
+  mutability?: BigQueryMutability;
   transform?: TransformFunction;
   /** Which actions reach this destination (default: all). */
   actions?: ActionName[];
@@ -262,6 +264,40 @@ export interface MongoDbDriverConfig {
   logCollection?: string;
 }
 
+/** How changes become BigQuery rows. */
+export type BigQueryMutability = 'append-only' | 'mutable' | 'immutable';
+
+/** A service-account key file's JSON object. */
+export interface GoogleServiceAccountKey {
+  type?: string;
+  project_id?: string;
+  private_key_id?: string;
+  private_key: string;
+  client_email: string;
+  [key: string]: unknown;
+}
+
+/**
+ * `bigquery`: streaming inserts with `insertId` (append-only, immutable) or one MERGE by id per
+ * batch (mutable); map resources to `'table'` or `{ table, actions, mutability, transform }`.
+ */
+export interface BigQueryDriverConfig {
+  projectId: string;
+  /** The dataset (or `dataset`). */
+  datasetId?: string;
+  /** The spec's other spelling of `datasetId`. */
+  dataset?: string;
+  /** Where jobs run and a created dataset lives. Default 'US'. */
+  location?: string;
+  /** A service-account key object; absent or `{}`: Application Default Credentials. */
+  credentials?: GoogleServiceAccountKey | Record<string, never>;
+  /** A BigQuery-compatible REST server (an emulator), e.g. 'http://127.0.0.1:9050'. */
+  endpoint?: string;
+  /** Default 'append-only'; a resource's `mutability` overrides it. */
+  mutability?: BigQueryMutability;
+  schemaSync?: SchemaSyncOptions;
+}
+
 interface ReplicatorBase {
   /** Unique id; default: the driver name (`s3db`), or `s3db-1`, `s3db-2` when a driver is used twice. */
   id?: string;
@@ -279,7 +315,8 @@ export type ReplicatorConfig =
   | (ReplicatorBase & { driver: 'turso'; config: TursoDriverConfig })
   | (ReplicatorBase & { driver: 'sqs'; config: SqsDriverConfig })
   | (ReplicatorBase & { driver: 'dynamodb'; config: DynamoDbDriverConfig })
-  | (ReplicatorBase & { driver: 'mongodb'; config: MongoDbDriverConfig });
+  | (ReplicatorBase & { driver: 'mongodb'; config: MongoDbDriverConfig })
+  | (ReplicatorBase & { driver: 'bigquery'; config: BigQueryDriverConfig });
 
 export interface ReplicatorPluginOptions {
   /** Default true. */

@@ -11,7 +11,7 @@
 // The blocks get their servers from the environment, started here on loopback:
 // process.env.POSTGRES_URL (a new database on the test PostgreSQL), MYSQL_URL (a new database on
 // the test MariaDB), WEBHOOK_URL (a receiver on 127.0.0.1), MONGODB_URL (a new database on the
-// test MongoDB-wire server), AWS_ENDPOINT (the AWS-compatible test server, with test credentials
+// test MongoDB-wire server), BIGQUERY_ENDPOINT (the test BigQuery emulator), AWS_ENDPOINT (the AWS-compatible test server, with test credentials
 // in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for the default chain), SQS_QUEUE_URL (a new queue
 // there), S3_BACKUP_URL (s3://KEY:SECRET@new-bucket/backup). A block reading any other variable
 // fails, naming it. ```json blocks must parse; ```sh blocks (install steps) are run by
@@ -27,6 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { AWS_ENDPOINT, createBucket, createQueue, unique as awsUnique } from './helpers/aws.mjs';
 import { startWebhookServer } from './helpers/http-server.mjs';
 import { readmeBlocks } from './helpers/readme.mjs';
+import { BIGQUERY_URL } from './helpers/bigquery.mjs';
 import { mongoUrl, uniqueDb } from './helpers/mongodb.mjs';
 import { MYSQL_URL, PG_URL, myExec, pgExec, unique } from './helpers/sql.mjs';
 
@@ -92,6 +93,9 @@ class Servers {
       } else if (name === 'MONGODB_URL') {
         // A database of its own on the test server (created by the first write; data is in memory).
         this.env.MONGODB_URL = mongoUrl(uniqueDb('readme'));
+      } else if (name === 'BIGQUERY_ENDPOINT') {
+        // The BigQuery emulator (it creates nothing until a block writes; data is in memory).
+        this.env.BIGQUERY_ENDPOINT = BIGQUERY_URL;
       } else {
         throw new Error(`a README block reads process.env.${name}: provide it in __test__/readme.test.mjs (Servers) or mark the block <!-- readme-test: skip (reason) -->`);
       }

@@ -16,11 +16,12 @@ if [ ! -d node_modules/s3db.js ] || [ package-lock.json -nt node_modules/.packag
   npm install --ignore-scripts --no-audit --no-fund
 fi
 
-step "test services (PostgreSQL, MariaDB, libSQL server, AWS-compatible server, MongoDB-wire server on loopback)"
+step "test services (PostgreSQL, MariaDB, libSQL server, AWS-compatible server, MongoDB-wire server, BigQuery emulator on loopback)"
 ./scripts/services/databases.sh
 ./scripts/services/sqld.sh
 ./scripts/services/moto.sh
 ./scripts/services/mongodb.sh
+./scripts/services/bigquery.sh
 
 step "rustfmt and clippy"
 cargo fmt --all -- --check

@@ -271,7 +271,7 @@ pub struct EngineConfig {
 
 /// Drivers that the spec names and this version does not ship yet: a clear error beats
 /// "unknown driver" for a name the user copied from the documentation.
-const PLANNED_DRIVERS: &[&str] = &["bigquery", "csv", "jsonl", "parquet", "excel"];
+const PLANNED_DRIVERS: &[&str] = &["csv", "jsonl", "parquet", "excel"];
 
 impl EngineConfig {
     /// Parses and validates the JSON produced by the plugin.
@@ -912,7 +912,7 @@ mod tests {
                 "replicators[0].driver",
             ),
             (
-                json!({ "replicators": [{ "driver": "bigquery", "resources": ["u"] }] }),
+                json!({ "replicators": [{ "driver": "csv", "resources": ["u"] }] }),
                 "replicators[0].driver",
             ),
             (s3db(json!([])), "replicators[0].resources"),

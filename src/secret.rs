@@ -7,6 +7,9 @@ use serde::Deserialize;
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
     pub fn expose(&self) -> &str {
         &self.0
     }

@@ -31,6 +31,10 @@ const plugin = new ReplicatorPlugin({
     { driver: 'mongodb', resources: { users: 'users', orders: [{ collection: 'orders_active', actions: ['inserted', 'updated'] }, { collection: 'orders_archive', actions: ['inserted'] }] },
       config: { connectionString: 'mongodb://127.0.0.1:27017/app', logCollection: 'replication_log', options: { maxPoolSize: 50, w: 'majority', j: true, wtimeout: 5000 } } },
     { driver: 'mongodb', resources: ['users'], config: { host: 'localhost', port: 27017, database: 'app', username: 'u', password: 'p' } },
+    { driver: 'bigquery', resources: { events: 'events_table', transactions: { table: 'transactions_audit', mutability: 'immutable', actions: ['inserted', 'updated', 'deleted'] } },
+      config: { projectId: 'analytics', datasetId: 'mixed', location: 'US', mutability: 'append-only', schemaSync: { enabled: true, strategy: 'alter' } } },
+    { driver: 'bigquery', resources: ['users'], config: { projectId: 'p', dataset: 'd', endpoint: 'http://127.0.0.1:9050',
+      credentials: { type: 'service_account', client_email: 'r@p.iam.gserviceaccount.com', private_key: '-----BEGIN PRIVATE KEY-----\n...' } } },
   ],
 });
 const same: typeof ReplicatorPlugin = ReplicatorPluginDefault;
@@ -61,6 +65,10 @@ plugin
 
 // @ts-expect-error the mongodb driver's port is a number
 new ReplicatorPlugin({ replicators: [{ driver: 'mongodb', resources: ['users'], config: { database: 'app', port: '27017' } }] });
+// @ts-expect-error BigQuery's mutability is one of three modes
+new ReplicatorPlugin({ replicators: [{ driver: 'bigquery', resources: { u: { table: 't', mutability: 'sometimes' } }, config: { projectId: 'p', datasetId: 'd' } }] });
+// @ts-expect-error the bigquery driver needs a projectId
+new ReplicatorPlugin({ replicators: [{ driver: 'bigquery', resources: ['users'], config: { datasetId: 'd' } }] });
 // @ts-expect-error a skipped change has no `error` field
 plugin.on('plg:replicator:skipped', (e) => console.log(e.error));
 // @ts-expect-error duration is a number, not a string

@@ -3,6 +3,7 @@
 //! engine (`engine::lane`) decides what to do.
 
 mod aws;
+mod bigquery;
 mod dynamodb;
 mod mongodb;
 pub mod mysql;
@@ -21,6 +22,7 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub use bigquery::BigQueryConfig;
 pub use dynamodb::DynamoDbConfig;
 pub use mongodb::MongoDbConfig;
 pub use mysql::{MySqlConfig, PlanetScaleConfig};
@@ -147,6 +149,7 @@ pub enum SinkConfig {
     Sqs(SqsConfig),
     DynamoDb(DynamoDbConfig),
     MongoDb(MongoDbConfig),
+    BigQuery(BigQueryConfig),
 }
 
 impl SinkConfig {
@@ -163,6 +166,7 @@ impl SinkConfig {
         "sqs",
         "dynamodb",
         "mongodb",
+        "bigquery",
     ];
 
     /// Keys a destination object of this driver may carry besides the common ones (`resource`
@@ -176,6 +180,7 @@ impl SinkConfig {
             }
             "sqs" => &["queueUrl"],
             "dynamodb" => &["primaryKey", "sortKey"],
+            "bigquery" => &["mutability"],
             _ => &[],
         }
     }
@@ -195,6 +200,7 @@ impl SinkConfig {
             "sqs" => Self::Sqs(parse_section::<SqsConfig>(config)?.validated()?),
             "dynamodb" => Self::DynamoDb(parse_section::<DynamoDbConfig>(config)?.validated()?),
             "mongodb" => Self::MongoDb(parse_section::<MongoDbConfig>(config)?.validated()?),
+            "bigquery" => Self::BigQuery(parse_section::<BigQueryConfig>(config)?.validated()?),
             other => {
                 return Err(ConfigError::new(
                     "",
@@ -219,16 +225,22 @@ impl SinkConfig {
                 mongodb::check_routes(&ctx.routes)?;
                 Arc::new(mongodb::MongoDbSink::new(c.clone()))
             }
+            Self::BigQuery(c) => Arc::new(bigquery::BigQuerySink::new(
+                c.clone(),
+                &ctx.routes,
+                ctx.timeout_ms,
+            )?),
         })
     }
 
     /// Checks the settings that depend on the routes (every SQS resource has a queue, DynamoDB
-    /// keys, MongoDB collection names), at construction, naming the resource at fault.
+    /// keys, MongoDB collection names, BigQuery table names and modes), at construction, naming the resource at fault.
     pub fn check_routes(&self, routes: &[crate::config::Route]) -> Result<(), ConfigError> {
         match self {
             Self::Sqs(c) => c.check_routes(routes),
             Self::DynamoDb(_) => dynamodb::key_schemas(routes).map(|_| ()),
             Self::MongoDb(_) => mongodb::check_routes(routes),
+            Self::BigQuery(c) => bigquery::table_modes(routes, c.mutability).map(|_| ()),
             Self::Postgres(_) | Self::MySql(_) | Self::PlanetScale(_) | Self::Turso(_) => {
                 sql::key_columns(routes).map(|_| ())
             }
@@ -248,6 +260,7 @@ impl SinkConfig {
             Self::Sqs(c) => c.redacted(),
             Self::DynamoDb(c) => c.redacted(),
             Self::MongoDb(c) => c.redacted(),
+            Self::BigQuery(c) => c.redacted(),
         }
     }
 }
