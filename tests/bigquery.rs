@@ -698,20 +698,20 @@ async fn rows_that_do_not_fit_fail_alone() {
     ];
     let failed = failures(plain.write_batch(&batch).await.unwrap());
     let idx: Vec<usize> = failed.iter().map(|f| f.0).collect();
-    assert_eq!(idx, vec![2, 3, 1], "{failed:?}");
+    assert_eq!(idx, vec![1, 2, 3], "{failed:?}");
     assert!(failed.iter().all(|f| !f.2), "{failed:?}");
     assert!(
-        failed[0].1.contains("bad-name") && failed[0].1.contains("transform"),
+        failed[0].1.contains("'n'")
+            && failed[0].1.contains("FLOAT64")
+            && failed[0].1.contains("'b'"),
         "{failed:?}"
     );
     assert!(
-        failed[1].1.contains("'extra'") && failed[1].1.contains("schemaSync"),
+        failed[1].1.contains("bad-name") && failed[1].1.contains("transform"),
         "{failed:?}"
     );
     assert!(
-        failed[2].1.contains("'n'")
-            && failed[2].1.contains("FLOAT64")
-            && failed[2].1.contains("'b'"),
+        failed[2].1.contains("'extra'") && failed[2].1.contains("schemaSync"),
         "{failed:?}"
     );
     let rows = query(&format!(

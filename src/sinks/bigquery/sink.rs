@@ -1095,11 +1095,7 @@ impl Sink for BigQuerySink {
         }))
         .await;
         let failed: Vec<(usize, SinkError)> = results.into_iter().flatten().collect();
-        if failed.is_empty() {
-            Ok(BatchOutcome::Delivered)
-        } else {
-            Ok(BatchOutcome::Partial(failed))
-        }
+        BatchOutcome::from_failures(batch.len(), failed)
     }
 }
 
