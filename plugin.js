@@ -107,7 +107,7 @@ export class ReplicatorPlugin extends Plugin {
     });
     // Connect destinations now (a failure only warns: deliveries retry the connection).
     await Promise.all([...this._destinations.targets.entries()].map(([id, target]) => target.connect().catch((error) => {
-      this.logger?.warn?.({ replicator: id, error: error.message }, 'ReplicatorPlugin: destination not reachable yet; will retry');
+      this.logger?.warn?.({ replicator: id, error: target.describe?.(error) ?? error.message }, 'ReplicatorPlugin: destination not reachable yet; will retry');
     })));
     if (this.config.persistReplicatorLog) await this._ensureLogResource();
     this._followAll();

@@ -215,3 +215,17 @@ test('sqs, dynamodb and s3db on S3: the server stopped for 10 s mid-stream loses
   assert.equal(copied.length, 39, 'every record but the deleted one is in the S3 copy');
   assert.ok(copied.every((r) => r.v === (Number(r.id.slice(1)) % 2 === 0 ? 1 : 0)), 'with its last value');
 });
+
+test('s3db on S3: an unreachable server is reported readably (the cause, not s3db.js\'s wrapping) and without the secret', async (t) => {
+  const { db, plugin, events } = await start(t, [{
+    driver: 's3db', resources: ['users'],
+    config: { connectionString: 's3://test:s3cr3t-key@nowhere/copy', endpoint: 'http://127.0.0.1:1' },
+  }], { maxRetries: 0, circuitBreaker: false });
+  const users = await db.createResource({ name: 'users', attributes: { name: 'string' } });
+  await users.insert({ id: 'u1', name: 'Ana' });
+  await plugin.flush();
+  const [failure] = failures(events);
+  assert.equal(failure?.recordId, 'u1', JSON.stringify(events['plg:replicator:error']));
+  assert.match(failure.error, /ECONNREFUSED 127\.0\.0\.1:1/);
+  assert.doesNotMatch(failure.error, /Unknown error|\| Stack:|s3cr3t-key/);
+});

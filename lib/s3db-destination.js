@@ -5,6 +5,7 @@
 // Changes of one record run one after another; different records run concurrently.
 
 import { messageOf } from './callbacks.js';
+import { redact, secretsOf } from './redact.js';
 
 /**
  * The connection string s3db.js gets for a destination. With `endpoint` (an S3-compatible server),
@@ -40,7 +41,10 @@ export class S3dbDestinations {
   /** Registers the destination of one s3db replicator. Connection is lazy and retried. */
   add(id, { connectionString, client, createResources = true, logLevel, region, keyPrefix }) {
     let pending = null;
+    const secrets = secretsOf(connectionString);
     const target = {
+      /** An error of this destination as the engine and the user see it: readable, no secret. */
+      describe: (error) => redact(destinationMessage(error), secrets),
       db: client ?? null,
       owned: !client,
       createResources,
@@ -76,7 +80,7 @@ export class S3dbDestinations {
       db = await target.connect();
     } catch (error) {
       // Not connected yet: the whole batch is retryable.
-      return JSON.stringify(changes.map(() => ({ error: `Failed to replicate to s3db: Connection failed (${messageOf(error)})`, retryable: true })));
+      return JSON.stringify(changes.map(() => ({ error: `Failed to replicate to s3db: Connection failed (${target.describe(error)})`, retryable: true })));
     }
     const chains = new Map();
     changes.forEach((change, index) => {
@@ -99,7 +103,7 @@ export class S3dbDestinations {
         try {
           await this.apply(target, db, changes[index]);
         } catch (error) {
-          const result = { error: messageOf(error), retryable: isRetryable(error) };
+          const result = { error: target.describe(error), retryable: isRetryable(error) };
           results[index] = result;
           failures++;
           // A permanent failure (e.g. validation) gives that change up; the next one proceeds.
@@ -206,6 +210,21 @@ function inferType(value) {
 function clientOptionsFor(connectionString) {
   const local = /^(memory|file):/i.test(connectionString ?? '');
   return local ? {} : { clientOptions: { httpClientOptions: { useReckerHandler: false } } };
+}
+
+/**
+ * The message of a failed destination write. s3db.js wraps an unexpected error once per layer as
+ * "Unknown error: <message> | Code: … | Stack: …"; the error it wraps (`original`) says what
+ * happened ("connect ECONNREFUSED 127.0.0.1:9000"), so that one is shown.
+ */
+export function destinationMessage(error) {
+  const top = messageOf(error);
+  if (!/^Unknown error:/.test(top) && !top.includes(' | Stack: ')) return top;
+  let deepest = error;
+  for (let e = error?.original ?? error?.cause, depth = 0; e && depth < 5; e = e.original ?? e.cause, depth++) {
+    if (e.message) deepest = e;
+  }
+  return messageOf(deepest).split(' | Stack: ')[0];
 }
 
 /** Status codes and error names of a destination that is unreachable, slow or overloaded. */
