@@ -477,6 +477,12 @@ export interface ReplicationErrorEvent {
   data?: Record<string, any>;
   /** Set when the change was kept as a dead letter (see retryDeadLetters). */
   deadLetterId?: number;
+  /**
+   * Set when the change used its retries while its destination is down (`code`
+   * `ERR_SINK_UNAVAILABLE`): it is held for redelivery, not lost; a `replicated` event follows
+   * once the destination is back (or, after `circuitBreaker.holdTimeout`, a dead-letter error).
+   */
+  held?: true;
 }
 
 export type ReplicatorHealth = 'healthy' | 'degraded' | 'open' | 'half-open' | 'disabled';
@@ -492,6 +498,8 @@ export interface NativeReplicatorStats {
   retried: number;
   /** Failures kept as dead letters. */
   deadLettered: number;
+  /** Changes that used their retries while the destination was down, each counted once (held, not lost). */
+  held: number;
   batches: number;
   /** Queue depth: accepted and not yet settled. */
   queued: number;

@@ -367,8 +367,9 @@ export class ReplicatorPlugin extends Plugin {
   // ---- engine messages ----
 
   _onEngineMessage(message) {
-    const { outcomes, pending, circuit } = JSON.parse(message);
+    const { outcomes, pending, circuit, held } = JSON.parse(message);
     if (circuit) return this._circuit(circuit);
+    if (held) return this._held(held);
     if (!outcomes) return; // a barrier from flush()
     for (const outcome of outcomes) {
       if (outcome.ticket !== undefined) this._batchResults.get(outcome.ticket)?.push(outcome);
@@ -398,6 +399,24 @@ export class ReplicatorPlugin extends Plugin {
     } else {
       this.logger?.info?.({ replicator: c.replicator, downForMs: c.downForMs }, `ReplicatorPlugin: destination of '${c.replicator}' is back`);
       this.emit('plg:replicator:circuit-closed', c);
+    }
+  }
+
+  /**
+   * Changes that used their retry budget while their destination is down: reported on the
+   * spec's error channel, once each, saying they are held for redelivery (not failed, not
+   * dead-lettered: they are delivered when the destination is back, then `replicated` follows).
+   */
+  _held(changes) {
+    for (const h of changes) {
+      this.stats.totalErrors++;
+      const event = {
+        replicator: h.replicator, resourceName: h.resourceName, operation: h.operation, recordId: h.recordId,
+        error: `${h.error} (held for redelivery: the change waits for the destination and is not lost)`,
+        code: 'ERR_SINK_UNAVAILABLE', attempts: h.attempts, data: h.data, held: true,
+      };
+      if (this.listenerCount('plg:replicator:error') > 0) this.emit('plg:replicator:error', event);
+      if (this.listenerCount('replicationError') > 0) this.emit('replicationError', event);
     }
   }
 

@@ -26,7 +26,7 @@ import { Database } from 's3db.js/lite';
 
 import { ReplicatorPlugin } from '../plugin.js';
 import { byRecord, plan } from './fixtures/crash-plan.mjs';
-import { visible } from './helpers/db.mjs';
+import { collect, memoryDb, visible } from './helpers/db.mjs';
 import { startFlakyServer } from './helpers/flaky-server.mjs';
 import { startWebhookServer } from './helpers/http-server.mjs';
 import { myTable, pgIdent, pgTable } from './helpers/sql-read.mjs';
@@ -179,7 +179,9 @@ test('destination down for 20 s during 10,000 changes: every change arrives in o
   const errors = [];
   // An outage is reported once as an error without a record (circuit open); changes must not fail.
   const outages = [];
-  plugin.on('plg:replicator:error', (e) => (e.recordId === null ? outages : errors).push({ ...e, at: performance.now() }));
+  // A change that used its retries while the destination was down is reported held (not failed).
+  const held = [];
+  plugin.on('plg:replicator:error', (e) => (e.recordId === null ? outages : e.held ? held : errors).push({ ...e, at: performance.now() }));
   const circuits = [];
   plugin.on('plg:replicator:circuit-open', (e) => circuits.push(e));
   plugin.on('plg:replicator:circuit-closed', (e) => circuits.push(e));
@@ -282,6 +284,8 @@ test('destination down for 20 s during 10,000 changes: every change arrives in o
   };
   check(() => assert.deepEqual(problems, []));
   check(() => assert.deepEqual(errors.slice(0, 3).map((e) => `${e.recordId} ${e.operation} attempts=${e.attempts} at ${rel(e.at)}: ${e.code} ${e.error}`), [], `no change failed (${errors.length} did)`));
+  check(() => assert.ok(held.length >= 1 && held.every((e) => e.code === 'ERR_SINK_UNAVAILABLE' && /held for redelivery/.test(e.error) && e.recordId),
+    `changes that used their retries during the outage are reported held: ${held.length} ${JSON.stringify(held.slice(0, 1))}`));
   check(() => assert.ok(outages.length >= 1 && outages.every((e) => e.code === 'ERR_SINK_UNAVAILABLE' && e.replicator === 'hook'), `the outage is reported as plg:replicator:error: ${JSON.stringify(outages.slice(0, 2))}`));
   if (writesDoneAt < o.end) {
     check(() => assert.ok(flushedAt >= o.end, 'flush() cannot resolve while changes accepted during the outage are undelivered'));
@@ -911,4 +915,43 @@ test('a record id that cannot go into an HTTP header (newline) does not stall th
   }
   assert.deepEqual(failed, []);
   assert.deepEqual(problems, []);
+});
+
+test('a dead destination is still reported per change: once a change has used its retries, plg:replicator:error says it is held (not lost); the replicated event follows when the destination is back', { timeout: 60_000 }, async (t) => {
+  const srv = await startFlakyServer();
+  t.after(() => srv.close());
+  await srv.refuse();
+  const db = await memoryDb('held');
+  // The issue's scenario: a webhook to a closed port with a tiny retry budget, beside a healthy replicator.
+  const plugin = new ReplicatorPlugin({
+    replicators: [
+      { id: 'hook', driver: 'webhook', resources: ['items'], config: { url: srv.url, retries: 1, retryDelay: 10 } },
+      { id: 'copy', driver: 's3db', resources: ['items'], config: { connectionString: `memory://held-copy-${process.pid}/db` } },
+    ],
+  });
+  const events = collect(plugin, 'plg:replicator:error', 'plg:replicator:replicated');
+  await db.usePlugin(plugin);
+  t.after(async () => {
+    await plugin.stop();
+    await db.disconnect();
+  });
+  const items = await db.createResource({ name: 'items', attributes: { name: 'string' } });
+  const heard = new Promise((resolve) => plugin.on('plg:replicator:error', (e) => e.held && resolve(e)));
+  await items.insert({ id: 'i1', name: 'one' });
+  const held = await heard;
+  assert.equal(held.replicator, 'hook');
+  assert.equal(held.recordId, 'i1');
+  assert.equal(held.code, 'ERR_SINK_UNAVAILABLE');
+  assert.match(held.error, /held for redelivery/);
+  assert.ok(held.attempts >= 2, `attempts ${held.attempts}`);
+  const { replicators } = await plugin.getReplicatorStats();
+  const hook = replicators.find((r) => r.id === 'hook');
+  assert.equal(hook.status.held, 1, 'counted once');
+  assert.equal(hook.status.deadLettered, 0, 'nothing dead-lettered');
+  await srv.up();
+  await plugin.flush();
+  assert.deepEqual(events['plg:replicator:error'].filter((e) => e.recordId !== null && !e.held), [], 'no change failed');
+  assert.equal(events['plg:replicator:error'].filter((e) => e.held).length, 1, 'reported once');
+  assert.ok(events['plg:replicator:replicated'].some((e) => e.replicator === 'hook' && e.recordId === 'i1'), 'delivered once the destination is back');
+  assert.equal(srv.accepted, 1);
 });

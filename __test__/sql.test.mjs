@@ -209,7 +209,7 @@ test('a PostgreSQL server that is down does not block start-up: schema sync wait
   await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
   await plugin.flush();
   assert.deepEqual(pgRows(`SELECT id, name, age FROM "${table}"`), [{ id: 'a', name: 'Ana', age: 30 }], 'the deferred sync created the table, then the change arrived');
-  assert.deepEqual(events['plg:replicator:error'].filter((e) => e.recordId !== null), [], 'no change failed');
+  assert.deepEqual(events['plg:replicator:error'].filter((e) => e.recordId !== null && !e.held), [], 'no change failed');
 });
 
 test('primaryKey: a hand-made PostgreSQL table keyed by order_id takes inserts, updates and deletes', async (t) => {

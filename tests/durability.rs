@@ -963,6 +963,29 @@ async fn an_outage_holds_changes_and_probes_until_the_destination_returns() {
     assert!(host.outcomes().is_empty(), "{:?}", host.outcomes());
     assert_eq!(engine.dead_letter_count(), 0);
     assert_eq!(engine.stats()[0].queued, RECORDS * VERSIONS);
+    // The changes that used their retry budget meanwhile were reported held, each once.
+    let held = host.held();
+    assert!(
+        !held.is_empty(),
+        "nothing reported held during a 120 s outage"
+    );
+    let mut keys: Vec<String> = held
+        .iter()
+        .map(|h| format!("{} {}", h.record_id, h.data["v"]))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(
+        keys.len(),
+        held.len(),
+        "each held change reported once: {keys:?}"
+    );
+    assert!(
+        held.iter()
+            .all(|h| h.attempts >= 3 && h.error.contains("down")),
+        "{held:?}"
+    );
+    assert_eq!(engine.stats()[0].held, held.len() as u64);
 
     // Not hammered: a few attempts before the circuit opened, then probes with doubling delays
     // (1, 2, 4, 8, 8, ... s): about 20 calls in 120 s, and at most one every 8 s at the end.

@@ -61,5 +61,8 @@ export async function installed(t, label, replicators, options = {}) {
   return { db, plugin, events };
 }
 
-/** The errors of changes (an outage report has recordId null: no change failed). */
-export const changeFailures = (events) => events['plg:replicator:error'].filter((e) => e.recordId !== null);
+/**
+ * The errors of changes that failed: not the outage report (recordId null) nor a change held for
+ * redelivery while its destination is down (`held: true`): neither is a failed change.
+ */
+export const changeFailures = (events) => events['plg:replicator:error'].filter((e) => e.recordId !== null && !e.held);

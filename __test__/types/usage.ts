@@ -42,7 +42,7 @@ const same: typeof ReplicatorPlugin = ReplicatorPluginDefault;
 const ms: number[] = [];
 plugin
   .on('plg:replicator:replicated', (e) => ms.push(e.duration + e.attempts))
-  .on('plg:replicator:error', (e) => console.log(e.error, e.code, e.deadLetterId?.toFixed(), e.data?.id))
+  .on('plg:replicator:error', (e) => console.log(e.error, e.code, e.deadLetterId?.toFixed(), e.data?.id, e.held === true))
   .on('replicationError', (e) => console.log(e.resourceName, e.operation))
   .on('plg:replicator:skipped', (e) => console.log(e.destination, e.recordId, e.reason === 'superseded', e.duration))
   .on('plg:replicator:circuit-open', (e) => console.log(e.failures, e.error ?? ''))

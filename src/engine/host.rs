@@ -134,4 +134,22 @@ pub trait Host: Send + Sync + 'static {
 
     /// A circuit breaker opened or closed; must not block.
     fn circuit(&self, _event: CircuitEvent) {}
+
+    /// Changes that used their retry budget while their destination is down: they are held
+    /// for redelivery (not failed, not dead-lettered), reported once each; must not block.
+    fn held(&self, _changes: Vec<HeldChange>) {}
+}
+
+/// A change held for redelivery while its destination is down (see [`Host::held`]).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldChange {
+    pub replicator: String,
+    pub resource_name: String,
+    pub destination: String,
+    pub operation: Op,
+    pub record_id: String,
+    pub attempts: u32,
+    pub error: String,
+    pub data: Value,
 }

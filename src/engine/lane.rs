@@ -15,7 +15,7 @@ use tokio::time::{timeout, Instant};
 
 use super::breaker::{Transition, Verdict};
 use super::dead_letters::DeadLetter;
-use super::host::CircuitEvent;
+use super::host::{CircuitEvent, HeldChange};
 use super::{now_ms, CallbackCall, Delivery, Outcome, OutcomeStatus, Replicator, Shared};
 use crate::error::{ErrorCode, SinkError};
 use crate::event::Change;
@@ -468,6 +468,8 @@ fn write<'a>(
         let mut tries = 0u32;
         // When this batch's previous attempt failed.
         let mut last_failure: Option<Instant> = None;
+        // Changes already reported held (once each, however long the outage lasts).
+        let mut reported_held = vec![false; n];
         let limit = Duration::from_millis(shared.config.timeout_ms);
         loop {
             attempt += 1;
@@ -499,6 +501,8 @@ fn write<'a>(
             // (A success of another lane just after an outage began must not count.)
             let down = !r.breaker.is_closed() || !r.breaker.succeeded_since(since);
             // Out of retries while the destination looks down: start a fresh budget and wait.
+            // `held` is set when that happens (the change is then reported held, once).
+            let held = std::sync::atomic::AtomicBool::new(false);
             let hold = |attempt: &mut u32, e: &SinkError| {
                 let holding = e.is_retryable() && r.breaker.holds_changes() && down;
                 if holding && held_for >= r.breaker.hold_timeout() {
@@ -511,10 +515,12 @@ fn write<'a>(
                 }
                 if holding {
                     *attempt = 0;
+                    held.store(true, Relaxed);
                     return true;
                 }
                 false
             };
+            let mut newly_held: Vec<(usize, SinkError)> = Vec::new();
             match res {
                 Ok(BatchOutcome::Delivered) => {
                     for &i in &todo {
@@ -538,6 +544,9 @@ fn write<'a>(
                             None => results[i] = Some((tries, None)),
                             Some(e) if hold(&mut a, &e) => {
                                 attempt = attempt.min(a);
+                                if held.swap(false, Relaxed) {
+                                    newly_held.push((i, e.clone()));
+                                }
                                 again.push(i);
                                 wait_for.get_or_insert(e);
                             }
@@ -547,12 +556,17 @@ fn write<'a>(
                     if again.is_empty() {
                         break;
                     }
+                    report_held(shared, r, &changes, &mut reported_held, newly_held, tries);
                     Metrics::add(&r.metrics.retried, again.len() as u64);
                     let e = wait_for.unwrap_or_else(|| SinkError::retryable("partial failure"));
                     backoff(shared, r, attempt.max(1), &e).await;
                     todo = again;
                 }
                 Err(e) if hold(&mut attempt, &e) => {
+                    if held.load(Relaxed) {
+                        newly_held.extend(todo.iter().map(|&i| (i, e.clone())));
+                        report_held(shared, r, &changes, &mut reported_held, newly_held, tries);
+                    }
                     r.metrics.set_last_error(&e.message);
                     tracing::warn!(message = "Retrying batch.", replicator = %r.id, attempt = tries, events = todo.len(), error = %e);
                     Metrics::add(&r.metrics.retried, todo.len() as u64);
@@ -590,6 +604,39 @@ fn write<'a>(
             })
             .collect()
     })
+}
+
+/// Reports the changes of `newly` that used their retry budget while the destination is down,
+/// each once per write: they are held for redelivery, not failed (see [`Host::held`]).
+fn report_held(
+    shared: &Shared,
+    r: &Replicator,
+    changes: &[Change],
+    reported: &mut [bool],
+    newly: Vec<(usize, SinkError)>,
+    attempts: u32,
+) {
+    let mut out = Vec::new();
+    for (i, e) in newly {
+        if std::mem::replace(&mut reported[i], true) {
+            continue;
+        }
+        let c = &changes[i];
+        out.push(HeldChange {
+            replicator: r.id.clone(),
+            resource_name: c.resource.clone(),
+            destination: c.dest.clone(),
+            operation: c.op,
+            record_id: c.id.clone(),
+            attempts,
+            error: e.message,
+            data: c.data.clone(),
+        });
+    }
+    if !out.is_empty() {
+        Metrics::add(&r.metrics.held, out.len() as u64);
+        shared.host.held(out);
+    }
 }
 
 fn circuit_event(

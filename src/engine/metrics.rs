@@ -15,6 +15,7 @@ pub struct Metrics {
     pub skipped: AtomicU64,
     pub retried: AtomicU64,
     pub dead_lettered: AtomicU64,
+    pub held: AtomicU64,
     pub batches: AtomicU64,
     pub last_success_ms: AtomicU64,
     pub last_error: Mutex<Option<String>>,
@@ -37,6 +38,9 @@ pub struct ReplicatorStats {
     pub retried: u64,
     /// Failures kept as dead letters (retry with `retryDeadLetters()`).
     pub dead_lettered: u64,
+    /// Changes that used their retry budget while the destination was down, each counted
+    /// once: held for redelivery (they wait, they are not lost).
+    pub held: u64,
     pub batches: u64,
     /// Queue depth: accepted and not yet settled (delivered, failed or skipped).
     pub queued: u64,
@@ -91,6 +95,7 @@ impl Metrics {
             skipped: self.skipped.load(Relaxed),
             retried: self.retried.load(Relaxed),
             dead_lettered: self.dead_lettered.load(Relaxed),
+            held: self.held.load(Relaxed),
             batches: self.batches.load(Relaxed),
             queued,
             oldest_pending_ms,

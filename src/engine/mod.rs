@@ -25,7 +25,8 @@ use tokio::task::JoinHandle;
 pub use breaker::{BreakerSnapshot, BreakerState};
 pub use dead_letters::DeadLetter;
 pub use host::{
-    CallbackCall, CallbackResult, CircuitEvent, Host, ItemResults, Outcome, OutcomeStatus,
+    CallbackCall, CallbackResult, CircuitEvent, HeldChange, Host, ItemResults, Outcome,
+    OutcomeStatus,
 };
 pub use metrics::ReplicatorStats;
 pub use outbox::OutboxInfo;

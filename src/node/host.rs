@@ -8,7 +8,9 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{CallbackCall, CallbackResult, CircuitEvent, Host, ItemResults, Outcome};
+use crate::engine::{
+    CallbackCall, CallbackResult, CircuitEvent, HeldChange, Host, ItemResults, Outcome,
+};
 use crate::error::SinkError;
 use crate::event::Change;
 
@@ -115,6 +117,14 @@ impl Host for JsHost {
 
     fn circuit(&self, event: CircuitEvent) {
         if let Ok(json) = serde_json::to_string(&serde_json::json!({ "circuit": event })) {
+            let _ = self
+                .events
+                .call(json, ThreadsafeFunctionCallMode::NonBlocking);
+        }
+    }
+
+    fn held(&self, changes: Vec<HeldChange>) {
+        if let Ok(json) = serde_json::to_string(&serde_json::json!({ "held": changes })) {
             let _ = self
                 .events
                 .call(json, ThreadsafeFunctionCallMode::NonBlocking);

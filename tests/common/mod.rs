@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use s3db_replicator::config::{EngineConfig, Route};
 use s3db_replicator::engine::{
-    CallbackCall, CallbackResult, Engine, Host, ItemResults, Outcome, OutcomeStatus,
+    CallbackCall, CallbackResult, Engine, HeldChange, Host, ItemResults, Outcome, OutcomeStatus,
 };
 use s3db_replicator::error::SinkError;
 use s3db_replicator::event::{Change, Op};
@@ -52,9 +52,15 @@ pub struct TestHost {
     /// widens the window between a lane settling a batch and its outcomes reaching the host.
     pub slow_emit: Mutex<Option<(String, Duration)>>,
     pub barriers: AtomicU64,
+    /// Changes reported held for redelivery (destination down, retry budget used).
+    pub held: Mutex<Vec<HeldChange>>,
 }
 
 impl TestHost {
+    pub fn held(&self) -> Vec<HeldChange> {
+        self.held.lock().unwrap().clone()
+    }
+
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
@@ -207,6 +213,10 @@ impl Host for TestHost {
 
     async fn barrier(&self) {
         self.barriers.fetch_add(1, SeqCst);
+    }
+
+    fn held(&self, changes: Vec<HeldChange>) {
+        self.held.lock().unwrap().extend(changes);
     }
 }
 
