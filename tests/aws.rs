@@ -15,7 +15,7 @@ use aws_sdk_dynamodb::types::{
 };
 use serde_json::{json, Value};
 
-use common::{build_sink, push, rec, start, within, TestHost};
+use common::{build_sink, push, rec, sink_change, start, unique_name, within, TestHost};
 use s3db_replicator::config::parse_resources;
 use s3db_replicator::engine::OutcomeStatus;
 use s3db_replicator::event::{Change, Op};
@@ -29,11 +29,7 @@ fn endpoint() -> String {
 }
 
 fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        fastrand::u64(..) % 1_000_000_000
-    )
+    unique_name(prefix, '-')
 }
 
 /// Settings every test driver gets: the local server, static test credentials.
@@ -126,17 +122,7 @@ fn sink(driver: &str, config: Value, resources: Value, driver_keys: &[&str]) -> 
 }
 
 fn change(seq: u64, op: Op, resource: &str, id: &str, data: Value) -> Change {
-    Change {
-        seq,
-        change_id: format!("00000000000000aa:{seq}"),
-        op,
-        resource: resource.into(),
-        dest: resource.into(),
-        id: id.into(),
-        data,
-        before: None,
-        ts_ms: 1_760_783_400_000,
-    }
+    sink_change("aa", seq, op, resource, id, data)
 }
 
 // ---- SQS ----------------------------------------------------------------------------------

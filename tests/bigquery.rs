@@ -16,12 +16,12 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::{push, rec, start, within, TempDir, TestHost};
+use common::{failures_of, push, rec, sink_change, start, unique_name, within, TempDir, TestHost};
 use s3db_replicator::config::parse_resources;
 use s3db_replicator::engine::OutcomeStatus;
 use s3db_replicator::event::{Change, Op};
 use s3db_replicator::schema::parse_attributes;
-use s3db_replicator::sinks::{BatchOutcome, SchemaEvent, Sink, SinkConfig, SinkContext};
+use s3db_replicator::sinks::{SchemaEvent, Sink, SinkConfig, SinkContext};
 
 const SEC: Duration = Duration::from_secs(1);
 const PROJECT: &str = "test-proj";
@@ -32,11 +32,7 @@ fn url() -> String {
 }
 
 fn unique_dataset(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        fastrand::u64(..) % 1_000_000_000
-    )
+    unique_name(prefix, '_')
 }
 
 fn api(path: &str) -> String {
@@ -148,27 +144,7 @@ fn sink_at(config: Value, resources: Value) -> Arc<dyn Sink> {
 }
 
 fn change(seq: u64, op: Op, dest: &str, id: &str, data: Value) -> Change {
-    Change {
-        seq,
-        change_id: format!("00000000000000bq:{seq}"),
-        op,
-        resource: dest.into(),
-        dest: dest.into(),
-        id: id.into(),
-        data,
-        before: None,
-        ts_ms: 1_760_783_400_000 + seq * 1000,
-    }
-}
-
-fn failures(outcome: BatchOutcome) -> Vec<(usize, String, bool)> {
-    match outcome {
-        BatchOutcome::Delivered => Vec::new(),
-        BatchOutcome::Partial(f) => f
-            .into_iter()
-            .map(|(i, e)| (i, e.message.clone(), e.is_retryable()))
-            .collect(),
-    }
+    sink_change("bq", seq, op, dest, id, data)
 }
 
 fn text(row: &serde_json::Map<String, Value>, k: &str) -> String {
@@ -394,7 +370,7 @@ async fn mutable_merges_by_id() {
             json!({ "name": "Cy" }),
         ),
     ];
-    assert!(failures(s.write_batch(&batch).await.unwrap()).is_empty());
+    assert!(failures_of(s.write_batch(&batch).await.unwrap()).is_empty());
     let sql = format!(
         "SELECT id, name, n, TO_JSON_STRING(meta) AS meta, ok FROM `{PROJECT}.{dataset}.cache_table` ORDER BY id"
     );
@@ -418,7 +394,7 @@ async fn mutable_merges_by_id() {
     let meta: Value = serde_json::from_str(&text(&rows[0], "meta")).unwrap();
     assert_eq!(meta, json!({ "k": [1, "a'b"] }));
     // Redelivered: the same batch again changes nothing (MERGE is idempotent).
-    assert!(failures(s.write_batch(&batch).await.unwrap()).is_empty());
+    assert!(failures_of(s.write_batch(&batch).await.unwrap()).is_empty());
     assert_eq!(query(&sql).await.len(), 2);
     // An update of an existing row replaces it (absent fields become NULL).
     let again = vec![change(
@@ -428,7 +404,7 @@ async fn mutable_merges_by_id() {
         "u1",
         json!({ "name": "Ann" }),
     )];
-    assert!(failures(s.write_batch(&again).await.unwrap()).is_empty());
+    assert!(failures_of(s.write_batch(&again).await.unwrap()).is_empty());
     let rows = query(&sql).await;
     assert_eq!(
         (text(&rows[0], "name"), text(&rows[0], "n")),
@@ -481,7 +457,7 @@ async fn a_refused_merge_fails_only_the_record_at_fault() {
             json!({ "born": "2001-12-31" }),
         ),
     ];
-    let failed = failures(s.write_batch(&batch).await.unwrap());
+    let failed = failures_of(s.write_batch(&batch).await.unwrap());
     let idx: Vec<usize> = failed.iter().map(|f| f.0).collect();
     assert_eq!(idx, vec![1, 2], "both changes of 'b' fail: {failed:?}");
     assert!(
@@ -608,7 +584,7 @@ async fn schema_sync_creates_and_adds_columns() {
         "u1",
         json!({ "name": "Ann", "email": "ann@example.com", "meta": { "a": 1 }, "tags": ["x"], "born": "1990-01-02", "at": "2024-01-01T10:00:00.000Z" }),
     )];
-    assert!(failures(s.write_batch(&batch).await.unwrap()).is_empty());
+    assert!(failures_of(s.write_batch(&batch).await.unwrap()).is_empty());
     let rows = query(&format!(
         "SELECT email, _version FROM `{PROJECT}.{dataset}.users_table`"
     ))
@@ -696,7 +672,7 @@ async fn rows_that_do_not_fit_fail_alone() {
         ),
         change(5, Op::Inserted, "metrics", "e", json!({ "n": 5 })),
     ];
-    let failed = failures(plain.write_batch(&batch).await.unwrap());
+    let failed = failures_of(plain.write_batch(&batch).await.unwrap());
     let idx: Vec<usize> = failed.iter().map(|f| f.0).collect();
     assert_eq!(idx, vec![1, 2, 3], "{failed:?}");
     assert!(failed.iter().all(|f| !f.2), "{failed:?}");
@@ -723,7 +699,7 @@ async fn rows_that_do_not_fit_fail_alone() {
         vec!["a", "e"]
     );
 
-    let failed = failures(
+    let failed = failures_of(
         plain
             .write_batch(&[change(9, Op::Inserted, "nope", "x", json!({}))])
             .await
@@ -822,8 +798,8 @@ async fn insert_id_is_the_change_identity() {
         change(41, Op::Inserted, "events", "a", json!({ "k": 1 })),
         change(42, Op::Updated, "events", "a", json!({ "k": 2 })),
     ];
-    assert!(failures(s.write_batch(&batch).await.unwrap()).is_empty());
-    assert!(failures(s.write_batch(&batch).await.unwrap()).is_empty());
+    assert!(failures_of(s.write_batch(&batch).await.unwrap()).is_empty());
+    assert!(failures_of(s.write_batch(&batch).await.unwrap()).is_empty());
     let inserts: Vec<Value> = seen
         .lock()
         .unwrap()
@@ -871,7 +847,7 @@ async fn large_batches_are_split_within_the_api_limits() {
             )
         })
         .collect();
-    assert!(failures(s.write_batch(&batch).await.unwrap()).is_empty());
+    assert!(failures_of(s.write_batch(&batch).await.unwrap()).is_empty());
     let sizes: Vec<usize> = seen
         .lock()
         .unwrap()

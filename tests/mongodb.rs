@@ -10,11 +10,13 @@ use std::time::Duration;
 use mongodb::bson::{doc, Bson, Document};
 use serde_json::{json, Value};
 
-use common::{build_sink, push, rec, start, within, TestHost};
+use common::{
+    build_sink, failures_of, push, rec, sink_change, start, unique_name, within, TestHost,
+};
 use s3db_replicator::config::parse_resources;
 use s3db_replicator::engine::OutcomeStatus;
 use s3db_replicator::event::{Change, Op};
-use s3db_replicator::sinks::{BatchOutcome, Sink, SinkConfig};
+use s3db_replicator::sinks::{Sink, SinkConfig};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -24,11 +26,7 @@ fn url() -> String {
 }
 
 fn unique_db(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        fastrand::u64(..) % 1_000_000_000
-    )
+    unique_name(prefix, '_')
 }
 
 async fn db(name: &str) -> mongodb::Database {
@@ -71,27 +69,7 @@ fn sink_with(config: Value, resources: Value, per_collection: bool) -> Arc<dyn S
 }
 
 fn change(seq: u64, op: Op, dest: &str, id: &str, data: Value) -> Change {
-    Change {
-        seq,
-        change_id: format!("00000000000000bb:{seq}"),
-        op,
-        resource: dest.into(),
-        dest: dest.into(),
-        id: id.into(),
-        data,
-        before: None,
-        ts_ms: 1_760_783_400_000,
-    }
-}
-
-fn failed_indices(outcome: BatchOutcome) -> Vec<(usize, String, bool)> {
-    match outcome {
-        BatchOutcome::Delivered => Vec::new(),
-        BatchOutcome::Partial(f) => f
-            .into_iter()
-            .map(|(i, e)| (i, e.message.clone(), e.is_retryable()))
-            .collect(),
-    }
+    sink_change("bb", seq, op, dest, id, data)
 }
 
 /// The spec's advanced mapping through the engine: a string, `{ collection, actions }` and an
@@ -198,7 +176,7 @@ async fn values_keep_their_types() {
         .write_batch(&[change(1, Op::Inserted, "things", "t1", data)])
         .await
         .unwrap();
-    assert!(failed_indices(out).is_empty());
+    assert!(failures_of(out).is_empty());
     let got = docs(&db(&name).await, "things").await;
     let t = &got[0];
     assert_eq!(t.get("_id"), Some(&Bson::String("t1".into())));
@@ -233,7 +211,7 @@ async fn a_batch_keeps_each_records_order_on_both_write_paths() {
         let name = unique_db("order");
         let s = sink_with(config(&name, json!({})), json!(["a", "b"]), per_collection);
         let seed = [change(1, Op::Inserted, "a", "o2", json!({ "v": -1 }))];
-        assert!(failed_indices(s.write_batch(&seed).await.unwrap()).is_empty());
+        assert!(failures_of(s.write_batch(&seed).await.unwrap()).is_empty());
         let batch = [
             change(2, Op::Inserted, "a", "o1", json!({ "v": 0 })),
             change(3, Op::Updated, "a", "o1", json!({ "v": 1 })),
@@ -246,7 +224,7 @@ async fn a_batch_keeps_each_records_order_on_both_write_paths() {
         ];
         let out = s.write_batch(&batch).await.unwrap();
         assert!(
-            failed_indices(out).is_empty(),
+            failures_of(out).is_empty(),
             "per_collection={per_collection}"
         );
         let d = db(&name).await;
@@ -310,7 +288,7 @@ async fn a_refused_document_fails_alone() {
             change(4, Op::Inserted, "people", "p4", json!({ "email": "a@x" })),
             change(5, Op::Inserted, "people", "p5", json!({ "email": "e@x" })),
         ];
-        let failed = failed_indices(s.write_batch(&batch).await.unwrap());
+        let failed = failures_of(s.write_batch(&batch).await.unwrap());
         let at: Vec<usize> = failed.iter().map(|f| f.0).collect();
         assert_eq!(at, [1, 2, 3], "per_collection={per_collection}: {failed:?}");
         assert!(failed.iter().all(|f| !f.2), "permanent: {failed:?}");
@@ -355,7 +333,7 @@ async fn log_collection_gets_one_document_per_applied_operation() {
     for c in &mut batch {
         c.dest = "users_collection".into();
     }
-    let failed = failed_indices(s.write_batch(&batch).await.unwrap());
+    let failed = failures_of(s.write_batch(&batch).await.unwrap());
     assert_eq!(failed.iter().map(|f| f.0).collect::<Vec<_>>(), [2]);
     // Redelivered (e.g. after a crash before the ack): same documents, no new log entries.
     let _ = s.write_batch(&batch).await.unwrap();
@@ -455,7 +433,7 @@ async fn username_and_password_authenticate_against_the_database() {
         .write_batch(&[change(1, Op::Inserted, "users", "u1", json!({ "a": 1 }))])
         .await
         .unwrap();
-    assert!(failed_indices(out).is_empty());
+    assert!(failures_of(out).is_empty());
     assert_eq!(docs(&d, "users").await.len(), 1);
     let s = sink_with(form("wrong-pw"), json!(["users"]), false);
     let e = s

@@ -709,3 +709,40 @@ pub fn build_sink(config: SinkConfig, routes: Vec<Route>) -> Arc<dyn Sink> {
         })
         .unwrap()
 }
+
+/// A change as a driver test hands it to a sink: `resource` is also the destination, the
+/// identity is `00000000000000{tag}:{seq}` (one tag per test file), one second apart per seq.
+pub fn sink_change(tag: &str, seq: u64, op: Op, resource: &str, id: &str, data: Value) -> Change {
+    Change {
+        seq,
+        change_id: format!("00000000000000{tag}:{seq}"),
+        op,
+        resource: resource.into(),
+        dest: resource.into(),
+        id: id.into(),
+        data,
+        before: None,
+        ts_ms: 1_760_783_400_000 + seq * 1000,
+    }
+}
+
+/// The failed changes of a batch outcome: (index, message, retryable).
+pub fn failures_of(outcome: BatchOutcome) -> Vec<(usize, String, bool)> {
+    match outcome {
+        BatchOutcome::Delivered => Vec::new(),
+        BatchOutcome::Partial(f) => f
+            .into_iter()
+            .map(|(i, e)| (i, e.message.clone(), e.is_retryable()))
+            .collect(),
+    }
+}
+
+/// A name no other test (or run) uses: `prefix`, the process id and a random number, joined
+/// by `sep` (the test servers' naming rules differ: queues take `-`, datasets `_`).
+pub fn unique_name(prefix: &str, sep: char) -> String {
+    format!(
+        "{prefix}{sep}{}{sep}{}",
+        std::process::id(),
+        fastrand::u64(..) % 1_000_000_000
+    )
+}

@@ -21,7 +21,7 @@ use crate::config::Route;
 use crate::error::{redact, ConfigError, SinkError};
 use crate::event::{Change, Op};
 use crate::schema::{self, ResourceSchema};
-use crate::sinks::sql::{OnMismatch, SchemaStrategy};
+use crate::sinks::sql::SchemaStrategy;
 use crate::sinks::{BatchOutcome, SchemaEvent, Sink};
 
 const SCOPE: &str = "https://www.googleapis.com/auth/bigquery";
@@ -434,16 +434,9 @@ impl BigQuerySink {
     }
 
     fn mismatch(&self, table: &str, what: String) -> Result<Vec<SchemaEvent>, SinkError> {
-        match self.config.schema_sync.on_mismatch {
-            OnMismatch::Error => Err(SinkError::schema_mismatch(format!(
-                "schema mismatch for BigQuery table '{table}': {what}. Fix the table, use schemaSync.strategy 'alter', or set schemaSync.onMismatch to 'warn'"
-            ))),
-            OnMismatch::Warn => Ok(vec![SchemaEvent::SchemaMismatch {
-                table_name: table.to_string(),
-                message: what,
-            }]),
-            OnMismatch::Ignore => Ok(Vec::new()),
-        }
+        self.config
+            .schema_sync
+            .report_mismatch("BigQuery table", table, what)
     }
 
     async fn sync_now(

@@ -197,12 +197,25 @@ fn mismatch(
     table: &str,
     what: String,
 ) -> Result<Vec<SchemaEvent>, SinkError> {
-    match cfg.on_mismatch {
-        OnMismatch::Error => Err(SinkError::schema_mismatch(format!(
-            "schema mismatch for table '{table}': {what}. Fix the table, use schemaSync.strategy 'alter', or set schemaSync.onMismatch to 'warn'"
-        ))),
-        OnMismatch::Warn => Ok(vec![SchemaEvent::SchemaMismatch { table_name: table.to_string(), message: what }]),
-        OnMismatch::Ignore => Ok(Vec::new()),
+    cfg.report_mismatch("table", table, what)
+}
+
+impl SchemaSyncConfig {
+    /// What `onMismatch` makes of a schema mismatch of `table` (`kind` names it in the error,
+    /// e.g. "table", "BigQuery table"): an error, a `schema_mismatch` event, or nothing.
+    pub fn report_mismatch(
+        &self,
+        kind: &str,
+        table: &str,
+        what: String,
+    ) -> Result<Vec<SchemaEvent>, SinkError> {
+        match self.on_mismatch {
+            OnMismatch::Error => Err(SinkError::schema_mismatch(format!(
+                "schema mismatch for {kind} '{table}': {what}. Fix the table, use schemaSync.strategy 'alter', or set schemaSync.onMismatch to 'warn'"
+            ))),
+            OnMismatch::Warn => Ok(vec![SchemaEvent::SchemaMismatch { table_name: table.to_string(), message: what }]),
+            OnMismatch::Ignore => Ok(Vec::new()),
+        }
     }
 }
 
