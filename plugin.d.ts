@@ -322,8 +322,17 @@ export interface ReplicatorPluginOptions {
   /** Default true. */
   enabled?: boolean;
   replicators: ReplicatorConfig[];
-  /** Log every outcome through the plugin logger. Default false. */
+  /** Log every outcome through the plugin logger, and the engine's logs from 'debug' (unless `logLevel` is set). Default false. */
   verbose?: boolean;
+  /**
+   * How much the plugin logs through its logger (s3db.js's pino logger, or `logger`): the
+   * engine's retries, circuit transitions, schema sync, outbox replay and compaction, sink
+   * warnings, with fields `replicator`, `resource`, `recordId`, `attempt`, `code`, `error`;
+   * rate-limited and without secrets. Default 'warn' ('debug' with `verbose: true`).
+   */
+  logLevel?: ReplicatorLogLevel;
+  /** A pino-style logger (`logger.warn(fields, message)`, ...) instead of s3db.js's. */
+  logger?: ReplicatorLogger;
   /** Store failed replications in an s3db resource. Default false. */
   persistReplicatorLog?: boolean;
   /** Default 'replicator_log'. */
@@ -362,6 +371,18 @@ export interface ReplicatorPluginOptions {
   /** Accepted for compatibility with the stock plugin; no effect (see `concurrency`). */
   replicatorConcurrency?: number;
   stopConcurrency?: number;
+  [key: string]: unknown;
+}
+
+export type ReplicatorLogLevel = 'silent' | 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+
+/** What the plugin calls on its logger: pino's methods, `(fields, message)`. */
+export interface ReplicatorLogger {
+  error(fields: Record<string, unknown>, message: string): void;
+  warn(fields: Record<string, unknown>, message: string): void;
+  info(fields: Record<string, unknown>, message: string): void;
+  debug(fields: Record<string, unknown>, message: string): void;
+  trace(fields: Record<string, unknown>, message: string): void;
   [key: string]: unknown;
 }
 

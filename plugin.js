@@ -12,8 +12,9 @@ import { createCallbackBridge } from './lib/callbacks.js';
 import * as deadLetters from './lib/dead-letters.js';
 import { ReplicatorError, configError } from './lib/errors.js';
 import { fullSync } from './lib/full-sync.js';
-import { prepareOptions } from './lib/options.js';
+import { engineLogLevel, prepareOptions } from './lib/options.js';
 import { resolveOutbox } from './lib/outbox.js';
+import { redact, secretsIn, secretsOf } from './lib/redact.js';
 import * as replicationLog from './lib/replication-log.js';
 import { destinationConnectionString, S3dbDestinations } from './lib/s3db-destination.js';
 
@@ -26,6 +27,8 @@ const OUTAGE_CHECK_MS = 1000;
 
 export class ReplicatorPlugin extends Plugin {
   constructor(options = {}) {
+    // Before s3db.js's Plugin hands logLevel to its pino logger (which fails without naming it).
+    engineLogLevel(options ?? {});
     super(options);
     const {
       enabled = true,
@@ -46,6 +49,8 @@ export class ReplicatorPlugin extends Plugin {
     this._prepared = prepared;
     // The options as the engine reads them (functions replaced by { $fn }), parsed once.
     this._native = JSON.parse(prepared.json);
+    /** Credential-looking values of the configuration: never in a log line (lib/redact.js). */
+    this._secrets = secretsIn(options.replicators);
     this._engine = null;
     this._destinations = null;
     this._listeners = new Map(); // resource name → { resource, handlers, hooks }
@@ -68,6 +73,7 @@ export class ReplicatorPlugin extends Plugin {
     const { functions, clients } = this._prepared;
     const native = this._native;
     native.outbox = resolveOutbox(this._outboxOption, this.database?.connectionString);
+    for (const s of secretsOf(this.database?.connectionString)) this._secrets.add(s);
     this._destinations = new S3dbDestinations({ sourceDb: () => this.database });
     this._engine = new ReplicationEngine(
       JSON.stringify(native),
@@ -89,10 +95,8 @@ export class ReplicatorPlugin extends Plugin {
     // Changes accepted before a crash are being replayed: keep the process up until delivered.
     const { replayed, mode } = this._engine.outbox();
     this._durable = mode === 'disk';
-    if (replayed > 0) {
-      this.logger?.info?.({ replayed }, 'ReplicatorPlugin: replaying undelivered changes from the outbox');
-      this._holdOpen();
-    }
+    // (The engine logs the replay itself, at info.)
+    if (replayed > 0) this._holdOpen();
     const infos = this._engine.replicators();
     native.replicators.forEach((rep, index) => {
       if (rep.driver !== 's3db') return;
@@ -367,7 +371,8 @@ export class ReplicatorPlugin extends Plugin {
   // ---- engine messages ----
 
   _onEngineMessage(message) {
-    const { outcomes, pending, circuit, held } = JSON.parse(message);
+    const { outcomes, pending, circuit, held, logs } = JSON.parse(message);
+    if (logs) return this._log(logs);
     if (circuit) return this._circuit(circuit);
     if (held) return this._held(held);
     if (!outcomes) return; // a barrier from flush()
@@ -384,10 +389,30 @@ export class ReplicatorPlugin extends Plugin {
     if (pending === 0 && this._engine?.pending() === 0) this._release();
   }
 
-  /** A destination went down (its changes wait, nothing fails) or came back. */
+  /**
+   * The engine's log lines (already filtered by logLevel and rate-limited in Rust), written as
+   * `logger[level](fields, message)` with every credential of the configuration redacted. A
+   * logger that throws must not take the engine's message channel down.
+   */
+  _log(records) {
+    const logger = this.logger;
+    if (!logger) return;
+    for (const { level, message, fields } of records) {
+      const write = logger[level];
+      if (typeof write !== 'function') continue;
+      const clean = {};
+      for (const [key, value] of Object.entries(fields)) clean[key] = typeof value === 'string' ? redact(value, this._secrets) : value;
+      try {
+        write.call(logger, clean, redact(message, this._secrets));
+      } catch {
+        // A broken logger loses this line, nothing else.
+      }
+    }
+  }
+
+  /** A destination went down (its changes wait, nothing fails) or came back; the engine logs it. */
   _circuit(c) {
     if (c.state === 'open') {
-      this.logger?.warn?.({ replicator: c.replicator, failures: c.failures, error: c.error }, `ReplicatorPlugin: destination of '${c.replicator}' is down; changes wait for it`);
       this.emit('plg:replicator:circuit-open', c);
       // An outage is an error a listener must hear of, though no change has failed (yet).
       const event = {
@@ -397,7 +422,6 @@ export class ReplicatorPlugin extends Plugin {
       if (this.listenerCount('plg:replicator:error') > 0) this.emit('plg:replicator:error', event);
       if (this.listenerCount('replicationError') > 0) this.emit('replicationError', event);
     } else {
-      this.logger?.info?.({ replicator: c.replicator, downForMs: c.downForMs }, `ReplicatorPlugin: destination of '${c.replicator}' is back`);
       this.emit('plg:replicator:circuit-closed', c);
     }
   }

@@ -10,7 +10,7 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 
-import { redact, secretsOf } from '../lib/redact.js';
+import { redact, secretsIn, secretsOf } from '../lib/redact.js';
 
 const VERSION = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version;
 
@@ -119,20 +119,8 @@ async function loadOptions(file) {
   if (!options || typeof options !== 'object' || Array.isArray(options)) {
     throw new Error(`--config ${file} must export the ReplicatorPlugin options (export default { replicators: [...] } or export const options = {...})`);
   }
-  collectSecrets(options.replicators);
+  secretsIn(options.replicators, secrets);
   return options;
-}
-
-/** Registers every credential-looking value of the replicators' configuration for redaction. */
-function collectSecrets(value, key = '') {
-  if (typeof value === 'string') {
-    for (const s of secretsOf(value)) secrets.add(s);
-    if (/secret|password|passwd|token|apikey|api_key/i.test(key) && value.length >= 4) secrets.add(value);
-  } else if (Array.isArray(value)) {
-    for (const v of value) collectSecrets(v, key);
-  } else if (value && typeof value === 'object' && typeof value.createResource !== 'function') {
-    for (const [k, v] of Object.entries(value)) collectSecrets(v, k);
-  }
 }
 
 // ---- progress ----

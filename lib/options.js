@@ -20,6 +20,25 @@ const HOST_OPTIONS = ['logLevel', 'logger', 'namespace', 'instanceId', 'slug', '
 const STOCK_ONLY_OPTIONS = ['replicatorConcurrency', 'stopConcurrency'];
 export const KNOWN_OPTIONS = [...ENGINE_OPTIONS, ...PLUGIN_OPTIONS, ...HOST_OPTIONS, ...STOCK_ONLY_OPTIONS];
 
+/** pino's level names, which `logLevel` takes (s3db.js hands it to the plugin's pino logger too). */
+export const LOG_LEVELS = ['silent', 'fatal', 'error', 'warn', 'info', 'debug', 'trace'];
+
+/**
+ * How much of the engine's logging reaches the plugin's logger: `logLevel`, else 'debug' with
+ * `verbose: true`, else 'warn'. Called before s3db.js's Plugin constructor, whose pino logger
+ * would otherwise fail on an unknown level with a message that does not name the option.
+ */
+export function engineLogLevel({ logLevel, verbose } = {}) {
+  if (logLevel === undefined || logLevel === null) return verbose ? 'debug' : 'warn';
+  if (LOG_LEVELS.includes(logLevel)) return logLevel;
+  const given = typeof logLevel === 'string' ? `"${logLevel}"` : `${typeof logLevel} ${JSON.stringify(logLevel)}`;
+  throw new ReplicatorError(`Invalid ReplicatorPlugin configuration: logLevel: expected one of ${LOG_LEVELS.join(', ')}, got ${given}`, {
+    code: 'ERR_CONFIG',
+    description: `logLevel sets how much the plugin logs (the engine's retries, circuit transitions, schema sync, outbox replay). ${typeof logLevel === 'string' ? didYouMean(logLevel, LOG_LEVELS) : ''}Use one of: ${LOG_LEVELS.map((l) => `'${l}'`).join(', ')} (default 'warn', 'debug' with verbose: true).`,
+    context: { option: 'logLevel', received: logLevel },
+  });
+}
+
 /** Rejects an option name the plugin does not know, with the closest known one as a hint. */
 export function checkOptionNames(options) {
   const unknown = Object.keys(options).filter((k) => !KNOWN_OPTIONS.includes(k));
@@ -44,6 +63,7 @@ export function prepareOptions(options) {
   for (const key of ENGINE_OPTIONS) {
     if (options[key] !== undefined) engine[key] = options[key];
   }
+  engine.logLevel = engineLogLevel(options);
   const { replicators } = options;
   if (replicators !== undefined && !Array.isArray(replicators)) {
     throw new ReplicatorError('Invalid ReplicatorPlugin configuration: replicators must be an array', {

@@ -45,8 +45,48 @@ export function secretsOf(value) {
     const colon = userinfo[1].indexOf(':');
     // user:password → the password; a lone token (scheme://token@host) is the secret itself.
     add(colon >= 0 ? userinfo[1].slice(colon + 1) : userinfo[1]);
+    // HTTP clients send URL credentials as `Authorization: Basic base64(user:password)`,
+    // which a server may quote back in an error.
+    if (colon >= 0) found.push(basic(...userinfo[1].split(/:(.*)/s, 2).map(decoded)));
   }
   for (const match of value.matchAll(SECRET_PARAM)) add(match[2]);
   // Longest first, so a secret containing another is replaced whole.
   return [...new Set(found)].filter((s) => s.length >= 3).sort((a, b) => b.length - a.length);
+}
+
+function decoded(s) {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
+
+/** The credentials of `Authorization: Basic ...`. */
+function basic(user, password) {
+  return Buffer.from(`${user}:${password}`).toString('base64');
+}
+
+const SECRET_KEY = /secret|password|passwd|token|apikey|api_key|credential|authorization/i;
+
+/**
+ * Every credential-looking value in a configuration (connection-string passwords and tokens,
+ * values under keys such as `password`, `token`, `secretAccessKey`), for `redact(text, secrets)`.
+ * Database clients (objects with `createResource`) are not walked.
+ * @param {unknown} value
+ * @param {Set<string>} [into]
+ * @returns {Set<string>}
+ */
+export function secretsIn(value, into = new Set(), key = '') {
+  if (typeof value === 'string') {
+    for (const s of secretsOf(value)) into.add(s);
+    if (SECRET_KEY.test(key) && value.length >= 4) into.add(value);
+  } else if (Array.isArray(value)) {
+    for (const v of value) secretsIn(v, into, key);
+  } else if (value && typeof value === 'object' && typeof value.createResource !== 'function') {
+    for (const [k, v] of Object.entries(value)) secretsIn(v, into, k);
+    // Basic auth ({ username, password }) travels as base64(username:password).
+    if (typeof value.username === 'string' && typeof value.password === 'string') into.add(basic(value.username, value.password));
+  }
+  return into;
 }

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::error::ConfigError;
 use crate::event::Op;
+use crate::logs::LogLevel;
 use crate::sinks::SinkConfig;
 
 const fn default_true() -> bool {
@@ -80,6 +81,10 @@ pub struct EngineOptions {
     /// Per-replicator circuit breaker; `false` turns it off.
     #[serde(default)]
     pub circuit_breaker: Option<BreakerSetting>,
+    /// How much of the engine's logging reaches the host's logger (pino's level names; the
+    /// plugin sends `logLevel`, or `debug` with `verbose`, else `warn`).
+    #[serde(default)]
+    pub log_level: LogLevel,
     pub replicators: Vec<ReplicatorEntry>,
 }
 
@@ -266,6 +271,7 @@ pub struct EngineConfig {
     pub outbox: OutboxConfig,
     /// `None`: no circuit breaker.
     pub breaker: Option<BreakerConfig>,
+    pub log_level: LogLevel,
     pub replicators: Vec<ReplicatorConfig>,
 }
 
@@ -352,6 +358,7 @@ impl EngineConfig {
             max_retry_delay_ms: opts.max_retry_delay_ms,
             outbox,
             breaker,
+            log_level: opts.log_level,
             replicators,
         })
     }

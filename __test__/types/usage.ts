@@ -100,3 +100,20 @@ void main;
 
 // @ts-expect-error maxMessageBytes is a number of bytes
 new ReplicatorPlugin({ replicators: [{ driver: 'sqs', resources: ['a'], config: { queueUrl: 'https://q', maxMessageBytes: '256k' } }] });
+
+// Engine logs: a level and a pino-style logger.
+const lines: string[] = [];
+new ReplicatorPlugin({
+  logLevel: 'info',
+  verbose: true,
+  logger: {
+    error: (fields, message) => lines.push(`${message} ${String(fields.replicator)}`),
+    warn: (fields, message) => lines.push(`${message} ${String(fields.code)}`),
+    info: (_fields, message) => lines.push(message),
+    debug: (_fields, message) => lines.push(message),
+    trace: () => {},
+  },
+  replicators: [{ driver: 's3db', resources: ['users'], config: { connectionString: 'memory://b' } }],
+});
+// @ts-expect-error logLevel takes pino's level names
+new ReplicatorPlugin({ logLevel: 'verbose', replicators: [] });

@@ -161,7 +161,6 @@ impl Breaker {
                 s.last_success = Some(now);
                 s.down_since = None;
                 if was != BreakerState::Closed {
-                    tracing::info!(message = "Destination is reachable again; circuit closed.");
                     self.changed.notify_waiters();
                     return Some(Transition::Closed { down_for });
                 }
@@ -180,10 +179,6 @@ impl Breaker {
                     self.changed.notify_waiters();
                     None
                 } else if s.mode == BreakerState::Closed && s.consecutive >= c.failure_threshold {
-                    tracing::warn!(
-                        message = "Destination keeps failing; circuit opened.",
-                        failures = s.consecutive
-                    );
                     s.mode = BreakerState::Open;
                     s.delay = reset;
                     s.next_probe = now + reset;

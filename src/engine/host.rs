@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::error::SinkError;
 use crate::event::{Change, Op};
+use crate::logs::LogRecord;
 
 /// One record to pass through a route's `shouldReplicate` and then its `transform`.
 #[derive(Debug, Serialize)]
@@ -138,6 +139,10 @@ pub trait Host: Send + Sync + 'static {
     /// Changes that used their retry budget while their destination is down: they are held
     /// for redelivery (not failed, not dead-lettered), reported once each; must not block.
     fn held(&self, _changes: Vec<HeldChange>) {}
+
+    /// Log lines of this engine at its `logLevel`, rate-limited (see `crate::logs`); must
+    /// not block.
+    fn log(&self, _records: Vec<LogRecord>) {}
 }
 
 /// A change held for redelivery while its destination is down (see [`Host::held`]).

@@ -304,7 +304,7 @@ async fn process(shared: &Shared, r: &Replicator, batch: &[Delivery]) -> Vec<Out
                     outcome(r, d, OutcomeStatus::Replicated, *attempts, None)
                 }
                 Some((attempts, Some(e))) => {
-                    tracing::error!(message = "Change failed.", replicator = %r.id, resource = %d.event.resource, id = %d.event.id, attempts, error = %e);
+                    tracing::error!(message = "Change failed.", replicator = %r.id, resource = %d.event.resource, record_id = %d.event.id, attempts, code = e.code().as_str(), error = %e.message);
                     outcome(r, d, OutcomeStatus::Failed, *attempts, Some((e, e.code())))
                 }
                 None => outcome(r, d, OutcomeStatus::Failed, 0, Some((&SinkError::retryable("internal: no write result"), ErrorCode::Internal))),
@@ -491,7 +491,16 @@ fn write<'a>(
                 ))),
             };
             if let Some(t) = permit.report(verdict(&res, todo.len())) {
-                shared.host.circuit(circuit_event(r, t, &res));
+                let event = circuit_event(r, t, &res);
+                match event.down_for_ms {
+                    None => {
+                        tracing::warn!(message = "Destination keeps failing; circuit opened, its changes wait.", replicator = %r.id, failures = event.failures, error = event.error.as_deref())
+                    }
+                    Some(down_for_ms) => {
+                        tracing::info!(message = "Destination is reachable again; circuit closed.", replicator = %r.id, down_for_ms)
+                    }
+                }
+                shared.host.circuit(event);
             }
             let now = Instant::now();
             let since = last_failure.replace(now).unwrap_or(now);
@@ -568,7 +577,7 @@ fn write<'a>(
                         report_held(shared, r, &changes, &mut reported_held, newly_held, tries);
                     }
                     r.metrics.set_last_error(&e.message);
-                    tracing::warn!(message = "Retrying batch.", replicator = %r.id, attempt = tries, events = todo.len(), error = %e);
+                    tracing::warn!(message = "Retrying batch.", replicator = %r.id, attempt = tries, events = todo.len(), code = e.code().as_str(), error = %e.message);
                     Metrics::add(&r.metrics.retried, todo.len() as u64);
                     backoff(shared, r, attempt.max(1), &e).await;
                 }

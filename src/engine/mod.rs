@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 pub use breaker::{BreakerSnapshot, BreakerState};
 pub use dead_letters::DeadLetter;
@@ -36,6 +37,7 @@ use crate::config::{EngineConfig, Route};
 use crate::error::SinkError;
 use crate::error::{ConfigError, EngineError};
 use crate::event::{Op, SharedEvent};
+use crate::logs::{EngineLog, LogRecord, LogSink};
 use crate::outbox::EntryRef;
 use crate::sinks::{SchemaEvent, Sink, SinkContext};
 use breaker::Breaker;
@@ -174,6 +176,18 @@ pub struct Engine {
     stopped: AtomicBool,
     /// stop() has finished: every task has ended.
     finished: AtomicBool,
+    /// This engine's registration with the log layer; its span attributes the events of every
+    /// task and thread of the engine to it.
+    log: EngineLog,
+}
+
+/// The engine's log lines go to its host.
+struct HostLog(Arc<dyn Host>);
+
+impl LogSink for HostLog {
+    fn log(&self, records: Vec<LogRecord>) {
+        self.0.log(records)
+    }
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -195,6 +209,9 @@ impl Engine {
         host: Arc<dyn Host>,
         sinks: Vec<Arc<dyn Sink>>,
     ) -> Result<Self, EngineError> {
+        let log = EngineLog::register(config.log_level, Arc::new(HostLog(host.clone())));
+        // Start-up (outbox recovery, replay) and the outbox thread run in the engine's span.
+        let entered = log.span().clone().entered();
         let (outbox, replay) = Outbox::open(&config.outbox).map_err(outbox_error)?;
         let dead_letters = DeadLetters::open(config.outbox.dir.as_deref()).map_err(outbox_error)?;
         let (cancel_tx, cancel_rx) = watch::channel(false);
@@ -306,9 +323,15 @@ impl Engine {
         }
         let mut tasks = Vec::new();
         for (rep, lane, rx) in receivers {
-            tasks.push(tokio::spawn(lane::run(shared.clone(), rep, lane, rx)));
+            let span = tracing::error_span!(parent: log.span(), "lane", replicator = %shared.replicators[rep].id);
+            tasks.push(tokio::spawn(
+                lane::run(shared.clone(), rep, lane, rx).instrument(span),
+            ));
         }
-        let router = tokio::spawn(router::run(shared.clone(), intake_rx));
+        let router =
+            tokio::spawn(router::run(shared.clone(), intake_rx).instrument(log.span().clone()));
+        tokio::spawn(log.sweeper());
+        drop(entered);
         Ok(Self {
             shared,
             intake: Mutex::new(Some(intake_tx)),
@@ -318,6 +341,7 @@ impl Engine {
             drain: drain_tx,
             stopped: AtomicBool::new(false),
             finished: AtomicBool::new(false),
+            log,
         })
     }
 
@@ -550,6 +574,12 @@ impl Engine {
     /// Stops accepting changes and drains what is queued, for at most `deadline`. Whatever is
     /// still undelivered then is reported failed with `ERR_STOPPED`.
     pub async fn stop(&self, deadline: Duration) -> StopReport {
+        self.stop_inner(deadline)
+            .instrument(self.log.span().clone())
+            .await
+    }
+
+    async fn stop_inner(&self, deadline: Duration) -> StopReport {
         if self.stopped.swap(true, SeqCst) {
             return StopReport {
                 drained: true,
@@ -588,6 +618,8 @@ impl Engine {
             r.sink.close().await;
         }
         self.shared.outbox.close();
+        // What the rate limit held back is reported before the host's last barrier.
+        self.log.flush();
         self.shared.host.barrier().await;
         self.finished.store(true, SeqCst);
         self.shared.progress.notify_waiters();
@@ -695,11 +727,18 @@ impl Engine {
                     continue;
                 }
                 done.push(&route.dest);
+                let span = tracing::error_span!(parent: self.log.span(), "schema_sync", replicator = %r.id, table = %route.dest);
                 let table_events = r
                     .sink
                     .sync_schema(&route.dest, &schema)
+                    .instrument(span.clone())
                     .await
-                    .map_err(|e| (r.id.clone(), e))?;
+                    .map_err(|e| {
+                        span.in_scope(|| {
+                            tracing::warn!(message = "Schema sync failed.", code = e.code().as_str(), error = %e.message)
+                        });
+                        (r.id.clone(), e)
+                    })?;
                 events.extend(table_events.into_iter().map(|e| (r.id.clone(), e)));
             }
         }

@@ -212,9 +212,12 @@ impl Outbox {
         let stop = self.stop.clone();
         let tick = Duration::from_millis(fsync_interval_ms.unwrap_or(50));
         let fsync = fsync_interval_ms.is_some();
+        // The thread's events belong to the engine that opened the outbox.
+        let span = tracing::Span::current();
         let handle = std::thread::Builder::new()
             .name("s3db-replicator-outbox".into())
             .spawn(move || {
+                let _span = span.entered();
                 let mut synced = 0;
                 let mut compacted = 0;
                 loop {

@@ -13,6 +13,7 @@ use crate::engine::{
 };
 use crate::error::SinkError;
 use crate::event::Change;
+use crate::logs::LogRecord;
 
 /// `(json: string) => Promise<string | null>`; weak, so it never keeps the process alive,
 /// and called with `call_async_catch`, so a JavaScript throw is an `Err`, never a crash.
@@ -125,6 +126,14 @@ impl Host for JsHost {
 
     fn held(&self, changes: Vec<HeldChange>) {
         if let Ok(json) = serde_json::to_string(&serde_json::json!({ "held": changes })) {
+            let _ = self
+                .events
+                .call(json, ThreadsafeFunctionCallMode::NonBlocking);
+        }
+    }
+
+    fn log(&self, records: Vec<LogRecord>) {
+        if let Ok(json) = serde_json::to_string(&serde_json::json!({ "logs": records })) {
             let _ = self
                 .events
                 .call(json, ThreadsafeFunctionCallMode::NonBlocking);

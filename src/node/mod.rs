@@ -75,6 +75,8 @@ impl ReplicationEngine {
                 format!("{}: {} ({})", e.path, e.reason, e.hint),
             )
         })?;
+        // Engine logs reach the plugin's logger (the layer is installed once per process).
+        crate::logs::install();
         let host = Arc::new(JsHost {
             callbacks,
             deliver,

@@ -19,6 +19,7 @@ use s3db_replicator::engine::{
 };
 use s3db_replicator::error::SinkError;
 use s3db_replicator::event::{Change, Op};
+use s3db_replicator::logs::LogRecord;
 use s3db_replicator::sinks::{BatchOutcome, Sink, SinkConfig, SinkContext};
 
 // ---------------------------------------------------------------------------------------------
@@ -54,9 +55,15 @@ pub struct TestHost {
     pub barriers: AtomicU64,
     /// Changes reported held for redelivery (destination down, retry budget used).
     pub held: Mutex<Vec<HeldChange>>,
+    /// Log lines the engine sent (with the log layer installed: `logs::install()`).
+    pub logs: Mutex<Vec<LogRecord>>,
 }
 
 impl TestHost {
+    pub fn logs(&self) -> Vec<LogRecord> {
+        self.logs.lock().unwrap().clone()
+    }
+
     pub fn held(&self) -> Vec<HeldChange> {
         self.held.lock().unwrap().clone()
     }
@@ -217,6 +224,10 @@ impl Host for TestHost {
 
     fn held(&self, changes: Vec<HeldChange>) {
         self.held.lock().unwrap().extend(changes);
+    }
+
+    fn log(&self, records: Vec<LogRecord>) {
+        self.logs.lock().unwrap().extend(records);
     }
 }
 
