@@ -17,6 +17,7 @@ import { resolveOutbox } from './lib/outbox.js';
 import { redact, secretsIn, secretsOf } from './lib/redact.js';
 import * as replicationLog from './lib/replication-log.js';
 import { destinationConnectionString, S3dbDestinations } from './lib/s3db-destination.js';
+import { startStatusFile } from './lib/status-file.js';
 
 export { ReplicatorError };
 
@@ -90,11 +91,14 @@ export class ReplicatorPlugin extends Plugin {
       } catch {
         // Nothing to do at exit: the changes are replayed, and writes are idempotent.
       }
+      this._statusFile?.exitSync();
     };
     process.once('exit', this._onExit);
     // Changes accepted before a crash are being replayed: keep the process up until delivered.
     const { replayed, mode } = this._engine.outbox();
     this._durable = mode === 'disk';
+    // What `npx s3db-replicator status` reads (a disk outbox only: it is where the CLI looks).
+    if (this._durable) this._statusFile = startStatusFile(this, this._engine.outbox().dir);
     // (The engine logs the replay itself, at info.)
     if (replayed > 0) this._holdOpen();
     const infos = this._engine.replicators();
@@ -163,6 +167,11 @@ export class ReplicatorPlugin extends Plugin {
    * plugin's totals and the outbox (where accepted changes wait, dead letters).
    */
   async getReplicatorStats() {
+    return this._statsNow();
+  }
+
+  /** getReplicatorStats(), synchronously (the status file writes it as the process exits). */
+  _statsNow() {
     const native = this._engine?.stats() ?? [];
     const pending = this._engine?.pending() ?? 0;
     const outbox = this._engine?.outbox() ?? null;
@@ -545,6 +554,7 @@ export class ReplicatorPlugin extends Plugin {
         }
         // Failures reported during the drain are still being written to the log resource.
         await this._replicationLog?.idle?.().catch(() => {});
+        await this._statusFile?.stop();
         this._release();
         await this._destinations?.close((replicator, error) => {
           this.emit('replicator_cleanup_error', { replicator, error: error.message });
