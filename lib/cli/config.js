@@ -16,7 +16,9 @@ export const SOURCE_OPTIONS = {
 export const SOURCE_HELP = `  --connection <string>   s3db.js connection string of the SOURCE database
                           (s3://KEY:SECRET@bucket/prefix, file:///path, memory://bucket/path, ...)
   --config <file.mjs>     module exporting the ReplicatorPlugin options
-                          (default export, or a named export \`options\`; may be a function)`;
+                          (default export, or a named export \`options\`; may be a function)
+                          Run from the app's working directory: the default outbox directory
+                          (./.s3db-replicator/<source>) is relative to it, as in the app.`;
 
 /** Loads the plugin options from `file`, with an error saying what is wrong with it. */
 export async function loadOptions(file) {
@@ -43,7 +45,8 @@ export async function loadOptions(file) {
 
 /**
  * The outbox directory of this source and configuration (the rule of lib/outbox.js), or
- * `null` when the outbox is in memory (memory:// source, outbox: false).
+ * `null` when the outbox is in memory (memory:// source, outbox: false). The default directory
+ * is under the working directory, as in the app: run the command from the app's directory.
  */
 export function outboxDir(connection, options) {
   const outbox = resolveOutbox(options.outbox, connection);
@@ -63,7 +66,8 @@ export async function openPlugin(connection, options) {
   };
   try {
     await db.connect();
-    plugin = new ReplicatorPlugin({ logLevel: 'silent', ...options });
+    // The command's own output is the report: the app's log settings would mix lines into it.
+    plugin = new ReplicatorPlugin({ ...options, logLevel: 'silent' });
     await db.usePlugin(plugin);
   } catch (error) {
     await close().catch(() => {});

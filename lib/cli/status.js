@@ -122,7 +122,7 @@ export async function run(values, positionals) {
   for (let round = 1; ; round++) {
     const report = await statusReport(dir);
     if (report.state === 'never-started') {
-      throw new Error(`no plugin has run on the outbox ${dir} yet (no status.json there): start the app (or check --connection and the config's outbox.dir)`);
+      throw new Error(`no plugin has run on the outbox ${dir} yet (no status.json there): start the app, or check --connection, the config's outbox.dir, and that this runs in the app's working directory`);
     }
     const text = values.json ? JSON.stringify(report, null, values.watch ? 0 : 2) : renderStatus(report);
     // In place on a terminal: home, clear, redraw.

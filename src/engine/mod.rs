@@ -619,7 +619,7 @@ impl Engine {
         }
         self.shared.outbox.close();
         // What the rate limit held back is reported before the host's last barrier.
-        self.log.flush();
+        self.log.close();
         self.shared.host.barrier().await;
         self.finished.store(true, SeqCst);
         self.shared.progress.notify_waiters();

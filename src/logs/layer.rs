@@ -92,28 +92,25 @@ where
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
-        let mut engine = None;
-        let mut inherited: Vec<Map<String, Value>> = Vec::new();
-        if let Some(scope) = ctx.event_scope(event) {
-            for span in scope {
-                let ext = span.extensions();
-                if engine.is_none() {
-                    engine = ext.get::<EngineTag>().map(|t| t.0);
-                }
-                if let Some(SpanFields(map)) = ext.get::<SpanFields>() {
-                    inherited.push(map.clone());
+        let engine = ctx.event_scope(event).and_then(|scope| {
+            scope
+                .into_iter()
+                .find_map(|span| span.extensions().get::<EngineTag>().map(|t| t.0))
+        });
+        let callsite = meta as *const Metadata<'_> as usize;
+        // Fields are gathered only for an event that the engine's level lets through.
+        routes::dispatch(engine, meta.level(), callsite, || {
+            let mut all = Map::new();
+            if let Some(scope) = ctx.event_scope(event) {
+                // Outer spans first, so the innermost span and then the event itself win.
+                for span in scope.from_root() {
+                    if let Some(SpanFields(map)) = span.extensions().get::<SpanFields>() {
+                        all.extend(map.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    }
                 }
             }
-        }
-        let callsite = meta as *const Metadata<'_> as usize;
-        routes::dispatch(engine, meta.level(), callsite, || {
             let mut fields = Fields::default();
             event.record(&mut fields);
-            let mut all = Map::new();
-            // Outer spans first, so the innermost span and then the event itself win.
-            for map in inherited.into_iter().rev() {
-                all.extend(map);
-            }
             all.extend(fields.map);
             if !own(meta) {
                 all.insert("target".into(), meta.target().into());

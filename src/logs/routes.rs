@@ -2,7 +2,7 @@
 //! An event goes to the engine whose `engine` span it ran in, or to the first engine when it
 //! ran outside of every engine (a dependency's thread, the host's thread).
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,8 @@ use super::{LogLevel, LogRecord, LogSink};
 struct Route {
     id: u64,
     level: LogLevel,
+    /// Cleared when the engine stopped: events from outside every engine go to another one.
+    open: AtomicBool,
     sink: Arc<dyn LogSink>,
     limit: Mutex<RateLimit>,
 }
@@ -47,6 +49,7 @@ impl EngineLog {
         let route = Arc::new(Route {
             id,
             level,
+            open: AtomicBool::new(true),
             sink,
             limit: Mutex::new(RateLimit::default()),
         });
@@ -88,7 +91,14 @@ impl EngineLog {
         }
     }
 
-    /// Sends every pending summary now (the engine stops).
+    /// The engine stopped: sends what the rate limit held back, and stops taking the events
+    /// that belong to no engine (its own late events still reach it).
+    pub fn close(&self) {
+        self.route.open.store(false, SeqCst);
+        self.flush();
+    }
+
+    /// Sends every pending summary now.
     pub fn flush(&self) {
         let summaries = match self.route.limit.lock() {
             Ok(mut l) => l.drain(),
@@ -147,7 +157,7 @@ pub(super) fn dispatch(
         };
         let found = match engine {
             Some(id) => routes.iter().find(|r| r.id == id),
-            None => routes.first(),
+            None => routes.iter().find(|r| r.open.load(SeqCst)),
         };
         match found {
             Some(r) if r.level.allows(level) => r.clone(),
@@ -172,4 +182,67 @@ pub(super) fn dispatch(
         out.push(record);
     }
     route.send(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use serde_json::Map;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Capture(Mutex<Vec<LogRecord>>);
+
+    impl LogSink for Capture {
+        fn log(&self, records: Vec<LogRecord>) {
+            self.0.lock().unwrap().extend(records);
+        }
+    }
+
+    fn record(message: &str) -> LogRecord {
+        LogRecord {
+            level: "warn",
+            message: message.into(),
+            fields: Map::new(),
+        }
+    }
+
+    // The only test of this binary that registers engines: the registry is process-wide.
+    #[test]
+    fn events_go_to_their_engine_or_the_first_open_one_at_its_level() {
+        let (a, b) = (Arc::new(Capture::default()), Arc::new(Capture::default()));
+        let log_a = EngineLog::register(LogLevel::Warn, a.clone());
+        let log_b = EngineLog::register(LogLevel::Error, b.clone());
+        let id_b = log_b.route.id;
+        dispatch(Some(id_b), &tracing::Level::ERROR, 1, || record("to b"));
+        dispatch(Some(id_b), &tracing::Level::WARN, 2, || {
+            record("below b's level")
+        });
+        dispatch(None, &tracing::Level::WARN, 3, || record("to the first"));
+        assert_eq!(
+            max_level(),
+            LogLevel::Warn,
+            "the most verbose engine's level"
+        );
+        log_a.close();
+        dispatch(None, &tracing::Level::ERROR, 4, || record("a is closed"));
+        let messages = |c: &Capture| -> Vec<String> {
+            c.0.lock()
+                .unwrap()
+                .iter()
+                .map(|r| r.message.clone())
+                .collect()
+        };
+        assert_eq!(messages(&a), ["to the first"]);
+        assert_eq!(messages(&b), ["to b", "a is closed"]);
+        drop(log_a);
+        drop(log_b);
+        assert_eq!(
+            max_level(),
+            LogLevel::Silent,
+            "nothing registered: nothing to log"
+        );
+    }
 }
