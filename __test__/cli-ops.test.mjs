@@ -1,7 +1,7 @@
 // The command line's `status` and `dead-letters`, end to end in child processes, against a
 // file:// source whose webhook replicator produced real dead letters (the receiver refused them).
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +13,9 @@ import { startWebhookServer } from './helpers/http-server.mjs';
 const CLI = fileURLToPath(new URL('../bin/s3db-replicator.mjs', import.meta.url));
 const APP = fileURLToPath(new URL('./fixtures/ops-app.mjs', import.meta.url));
 const TOKEN = 'tok-CliSekr3t-77';
+/** script(1) (util-linux) runs a command on a pseudo-terminal. */
+const HAS_SCRIPT = spawnSync('script', ['--version']).status === 0;
+assert.ok(HAS_SCRIPT, 'script(1) (util-linux) is needed to run the CLI on a pseudo-terminal');
 const SOURCE_PASSWORD = 'SrcPa55Sekr3t';
 
 function cli(args, { cwd, input } = {}) {
@@ -21,6 +24,17 @@ function cli(args, { cwd, input } = {}) {
       resolve({ code: error ? error.code : 0, stdout, stderr });
     });
     if (input !== undefined) child.stdin.end(input);
+  });
+}
+
+/** The CLI on a pseudo-terminal (stdin and stdout are a TTY), `input` typed into it. */
+function cliOnTerminal(args, { cwd, input = '' } = {}) {
+  const quote = (s) => `'${String(s).replace(/'/g, "'\\''")}'`;
+  return new Promise((resolve) => {
+    const child = execFile('script', ['-qefc', [process.execPath, CLI, ...args].map(quote).join(' '), '/dev/null'], { cwd, timeout: 60_000 }, (error, stdout) => {
+      resolve({ code: error ? error.code : 0, stdout, stderr: '' });
+    });
+    child.stdin.end(input);
   });
 }
 
@@ -127,6 +141,12 @@ test('dead-letters list, show, discard (confirmation) and retry work on the real
   assert.equal(missing.code, 1);
   assert.match(missing.stderr, /^error: no dead letter 999999 \(see: s3db-replicator dead-letters list\)/);
 
+  {
+    const declined = await cliOnTerminal(['dead-letters', 'discard', String(first.id), ...base], { cwd: dir, input: 'n\n' });
+    assert.equal(declined.code, 1, declined.stdout);
+    assert.match(declined.stdout, new RegExp(`Discard 1 dead letter for good \\(ids ${first.id}\\)\\? \\[y/N\\] `));
+    assert.match(declined.stdout, /nothing discarded/);
+  }
   const refused = await cli(['dead-letters', 'discard', String(first.id), ...base], { cwd: dir, input: '' });
   assert.equal(refused.code, 1);
   assert.match(refused.stderr, /refusing to discard 1 dead letter without confirmation: stdin is not a terminal; add --yes/);
@@ -164,6 +184,12 @@ test('beside a running app: status says running with its pid, --watch refreshes,
   const blocks = watch.stdout.split(/^running: /m).filter(Boolean);
   assert.equal(blocks.length, 2, watch.stdout);
   assert.ok(!watch.stdout.includes('\x1b['), 'no terminal codes when stdout is not a terminal');
+  {
+    const drawn = await cliOnTerminal(['status', ...base, '--watch', '--interval', '0.2', '--count', '2'], { cwd: dir });
+    assert.equal(drawn.code, 0, drawn.stdout);
+    assert.equal(drawn.stdout.split('\x1b[H\x1b[2J').length - 1, 2, 'each refresh redraws the screen in place');
+    assert.match(drawn.stdout, /\x1b\[H\x1b\[2Jrunning: pid \d+/);
+  }
   const lines = await cli(['status', ...base, '--watch', '--json', '--interval', '0.2', '--count', '2'], { cwd: dir });
   assert.deepEqual(lines.stdout.trim().split('\n').map((l) => JSON.parse(l).state), ['running', 'running']);
 

@@ -1,7 +1,7 @@
 // The command line's help and version answers, and the sync progress (its rendering, a pseudo-terminal,
 // plain output); the sync command itself: full-sync.test.mjs; status and dead-letters: cli-ops.test.mjs.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -112,6 +112,7 @@ test('CLI sync under a pseudo-terminal draws the bar in place; without one it pr
   const args = [CLI, 'sync', '--connection', `file://${join(dir, 'src')}`, '--config', config, '--batch-size', '10', '--no-resume'];
   const quote = (s) => `'${s.replace(/'/g, "'\\''")}'`;
   // script(1) runs the command on a pseudo-terminal and copies what it draws to stdout.
+  assert.ok(spawnSync('script', ['--version']).status === 0, 'script(1) (util-linux) is needed to run the CLI on a pseudo-terminal');
   const pty = await new Promise((resolve) => {
     execFile('script', ['-qefc', [process.execPath, ...args].map(quote).join(' '), '/dev/null'], { timeout: 60_000 }, (error, stdout, stderr) => resolve({ code: error ? error.code : 0, stdout, stderr }));
   });
