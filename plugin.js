@@ -115,7 +115,7 @@ export class ReplicatorPlugin extends Plugin {
     });
     // Connect destinations now (a failure only warns: deliveries retry the connection).
     await Promise.all([...this._destinations.targets.entries()].map(([id, target]) => target.connect().catch((error) => {
-      this.logger?.warn?.({ replicator: id, error: target.describe?.(error) ?? error.message }, 'ReplicatorPlugin: destination not reachable yet; will retry');
+      this._logLine('warn', { replicator: id, error: target.describe?.(error) ?? error.message }, 'ReplicatorPlugin: destination not reachable yet; will retry');
     })));
     if (this.config.persistReplicatorLog) await this._ensureLogResource();
     this._followAll();
@@ -298,7 +298,7 @@ export class ReplicatorPlugin extends Plugin {
     }
     for (const { event, ...payload } of events) {
       if (event === 'schema_sync_deferred') {
-        this.logger?.warn?.({ replicator: payload.replicator, table: payload.tableName, error: payload.error }, `ReplicatorPlugin: schema sync of '${payload.tableName}' waits for its destination (${payload.error}); it runs before the first write`);
+        this._logLine('warn', { replicator: payload.replicator, table: payload.tableName, error: payload.error }, `ReplicatorPlugin: schema sync of '${payload.tableName}' waits for its destination (${payload.error}); it runs before the first write`);
       }
       this.emit(event, payload);
     }
@@ -404,18 +404,20 @@ export class ReplicatorPlugin extends Plugin {
    * logger that throws must not take the engine's message channel down.
    */
   _log(records) {
+    for (const { level, message, fields } of records) this._logLine(level, fields, message);
+  }
+
+  /** Every line the plugin logs: its top-level strings redacted; a logger that throws is ignored. */
+  _logLine(level, fields, message) {
     const logger = this.logger;
-    if (!logger) return;
-    for (const { level, message, fields } of records) {
-      const write = logger[level];
-      if (typeof write !== 'function') continue;
-      const clean = {};
-      for (const [key, value] of Object.entries(fields)) clean[key] = typeof value === 'string' ? redact(value, this._secrets) : value;
-      try {
-        write.call(logger, clean, redact(message, this._secrets));
-      } catch {
-        // A broken logger loses this line, nothing else.
-      }
+    const write = logger?.[level];
+    if (typeof write !== 'function') return;
+    const clean = {};
+    for (const [key, value] of Object.entries(fields)) clean[key] = typeof value === 'string' ? redact(value, this._secrets) : value;
+    try {
+      write.call(logger, clean, redact(message, this._secrets));
+    } catch {
+      // A broken logger loses this line, nothing else.
     }
   }
 
@@ -466,7 +468,7 @@ export class ReplicatorPlugin extends Plugin {
         replicator: o.replicator, resource: o.resourceName, destination: o.destination, operation: o.operation, recordId: o.recordId,
       });
     }
-    if (this.config.verbose) this.logger?.info?.({ ...o }, `replicated ${o.operation} ${o.resourceName}/${o.recordId} via ${o.replicator}`);
+    if (this.config.verbose) this._logLine('info', { ...o }, `replicated ${o.operation} ${o.resourceName}/${o.recordId} via ${o.replicator}`);
   }
 
   _report(o) {
@@ -483,7 +485,7 @@ export class ReplicatorPlugin extends Plugin {
       const error = new ReplicatorError(o.error, { code: o.code, context: { replicator: o.replicator, resourceName: o.resourceName, operation: o.operation, recordId: o.recordId } });
       this.database.emit('replicator:error', { error, resource: o.resourceName, data: o.data, replicator: o.replicator, operation: o.operation, recordId: o.recordId });
     }
-    if (this.config.verbose) this.logger?.warn?.({ replicator: o.replicator, recordId: o.recordId, code: o.code }, o.error);
+    if (this.config.verbose) this._logLine('warn', { replicator: o.replicator, recordId: o.recordId, code: o.code }, o.error);
     if (this.replicatorLog && this.config.logErrors) this._logFailure(event, o);
   }
 
@@ -517,7 +519,7 @@ export class ReplicatorPlugin extends Plugin {
     if (!waiting) return;
     this._release();
     const what = waiting.map((w) => `${w.queued} for '${w.replicator}'`).join(', ');
-    this.logger?.warn?.({ waiting, dir: this._engine.outbox().dir }, `ReplicatorPlugin: destinations are down; undelivered changes (${what}) are kept in the outbox and delivered when they are back or after the next start`);
+    this._logLine('warn', { waiting, dir: this._engine.outbox().dir }, `ReplicatorPlugin: destinations are down; undelivered changes (${what}) are kept in the outbox and delivered when they are back or after the next start`);
     this.emit('plg:replicator:kept', { waiting, dir: this._engine.outbox().dir });
   }
 
@@ -550,7 +552,7 @@ export class ReplicatorPlugin extends Plugin {
         if (this._onExit) process.off('exit', this._onExit);
         if (this._engine) {
           const report = await this._engine.stop(this._native.timeout);
-          if (!report.drained) this.logger?.warn?.({ abandoned: report.abandoned }, 'ReplicatorPlugin stopped before every change was delivered');
+          if (!report.drained) this._logLine('warn', { abandoned: report.abandoned }, 'ReplicatorPlugin stopped before every change was delivered');
         }
         // Failures reported during the drain are still being written to the log resource.
         await this._replicationLog?.idle?.().catch(() => {});

@@ -110,12 +110,14 @@ test('credentials never reach the logger, even when a destination echoes them in
   // A receiver that answers 500 quoting the request's Authorization header and its own URL.
   hook.respond = (req) => ({ status: 500, body: JSON.stringify({ error: `rejected ${req.headers.authorization} at http://hookuser:${HOOK_PASSWORD}@127.0.0.1/hook` }) });
   const { logger, calls } = capturingLogger();
-  const { plugin, users } = await failingWebhook(t, { logger }, hook.port);
+  // verbose: the plugin's own per-outcome lines (the failure's error) are redacted as well.
+  const { plugin, users } = await failingWebhook(t, { logger, verbose: true }, hook.port);
   await users.insert({ id: 'u1', name: 'one' });
   await plugin.flush();
   await plugin.stop();
   const [failed] = engineLines(calls, 'Change failed.');
   assert.ok(failed, JSON.stringify(calls));
+  assert.ok(calls.some((c) => c.level === 'warn' && c.fields.recordId === 'u1' && /^HTTP 500 /.test(c.message)), 'the verbose failure line');
   // (The client sends the URL's credentials as Basic auth, base64-encoded: redacted as well.)
   assert.match(failed.fields.error, /^HTTP 500 .*rejected Basic \*\*\* at http:\/\/\*\*\*@127\.0\.0\.1\/hook/, 'the error is kept, its credentials redacted');
   const everything = JSON.stringify(calls);
