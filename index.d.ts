@@ -28,6 +28,11 @@ export declare class ReplicationEngine {
    * live change of the record was accepted after that. Use between `beginSync`/`endSync`.
    */
   pushSnapshot(resource: string, json: string, replicator: string, ticket: number | undefined | null, readAfter: number): boolean
+  /**
+   * Whether delivered (`replicated`) and skipped changes are reported one by one (someone
+   * listens for them) or only counted. Failures and ticketed changes are always reported.
+   */
+  setOutcomeDetail(replicated: boolean, skipped: boolean): void
   /** The seq of the last accepted change (0 before the first). */
   lastSeq(): number
   beginSync(): void

@@ -332,6 +332,8 @@ export interface ReplicatorPluginOptions {
   logErrors?: boolean;
   /** Largest micro-batch per destination write. Default 100. */
   batchSize?: number;
+  /** Largest write under a backlog for SQL and MongoDB destinations (one statement per table). Default 2000. */
+  bulkBatchSize?: number;
   /** Attempts for a failed write (at least one). Default 3. */
   maxRetries?: number;
   /** Bound of one write attempt and of the drain on stop, in ms. Default 30000. */

@@ -23,6 +23,9 @@ const CHANGE_EVENTS = ['inserted', 'updated', 'deleted'];
 const BACKPRESSURE_HOOKS = ['afterInsert', 'afterUpdate', 'afterDelete'];
 /** How often a held process checks whether it only waits for destinations that are down. */
 const OUTAGE_CHECK_MS = 1000;
+/** Events that need each delivered / skipped change (on the plugin, on the database). */
+const OUTCOME_EVENTS = ['plg:replicator:replicated', 'plg:replicator:skipped'];
+const DATABASE_OUTCOME_EVENTS = ['replicator:success'];
 
 export class ReplicatorPlugin extends Plugin {
   constructor(options = {}) {
@@ -54,6 +57,7 @@ export class ReplicatorPlugin extends Plugin {
     this._manages = resourceFilter(options);
     this._saturated = false;
     this._keepAlive = null;
+    this._holding = false;
     this._batchResults = new Map(); // ticket → outcomes (replicateBatch / syncAllData)
     this._nextTicket = 1;
     this._stopping = null;
@@ -75,6 +79,7 @@ export class ReplicatorPlugin extends Plugin {
       (batch) => this._destinations.deliver(batch),
       (message) => this._onEngineMessage(message),
     );
+    this._watchListeners();
     // The outbox thread records delivered changes within one fsync interval; a process that
     // ends sooner (a script that inserts and exits) records them here, so they are not
     // replayed at the next start.
@@ -367,10 +372,13 @@ export class ReplicatorPlugin extends Plugin {
   // ---- engine messages ----
 
   _onEngineMessage(message) {
-    const { outcomes, pending, circuit, held } = JSON.parse(message);
+    const { outcomes, pending, circuit, held, replicated, skipped } = JSON.parse(message);
     if (circuit) return this._circuit(circuit);
     if (held) return this._held(held);
     if (!outcomes) return; // a barrier from flush()
+    // Changes nobody listens for one by one arrive as counts (see _watchListeners).
+    if (replicated) this.stats.totalReplications += replicated;
+    if (skipped) this.stats.totalSkipped += skipped;
     for (const outcome of outcomes) {
       if (outcome.ticket !== undefined) this._batchResults.get(outcome.ticket)?.push(outcome);
       if (outcome.status === 'replicated') this._replicated(outcome);
@@ -469,14 +477,50 @@ export class ReplicatorPlugin extends Plugin {
   // ---- lifecycle helpers ----
 
   /**
+   * The engine reports a delivered or skipped change one by one only while something wants
+   * it (a listener, `verbose`); otherwise it sends counts, which is all the totals need and
+   * saves the application's thread the parsing. Kept up to date as listeners come and go.
+   */
+  _watchListeners() {
+    const watched = [[this, OUTCOME_EVENTS], [this.database, DATABASE_OUTCOME_EVENTS]].filter(([emitter]) => typeof emitter?.on === 'function');
+    const update = (adding) => {
+      const wants = (emitter, event) => (emitter?.listenerCount?.(event) ?? 0) + (adding?.emitter === emitter && adding.event === event ? 1 : 0) > 0;
+      const replicated = this.config.verbose || wants(this, 'plg:replicator:replicated') || wants(this.database, 'replicator:success');
+      this._engine?.setOutcomeDetail(replicated, wants(this, 'plg:replicator:skipped'));
+    };
+    const handlers = watched.map(([emitter, events]) => {
+      // 'newListener' fires before the listener is added, 'removeListener' after it is gone.
+      const added = (event) => events.includes(event) && update({ emitter, event });
+      const removed = (event) => events.includes(event) && update();
+      emitter.on('newListener', added);
+      emitter.on('removeListener', removed);
+      return () => {
+        emitter.off('newListener', added);
+        emitter.off('removeListener', removed);
+      };
+    });
+    update();
+    this._unwatchListeners = () => handlers.forEach((off) => off());
+  }
+
+  /**
    * Keeps the process alive while changes are undelivered (the engine's handles are weak).
    * With the outbox on disk it does not wait for a destination that is down: once every
    * undelivered change waits for one, the process may end (they are delivered after the
    * next start), with a warning naming what is kept.
    */
   _holdOpen() {
-    if (this._keepAlive) return;
-    this._keepAlive = this._durable ? setInterval(() => this._releaseIfOnlyOutage(), OUTAGE_CHECK_MS) : setInterval(() => {}, 1 << 30);
+    if (this._holding) return;
+    this._holding = true;
+    // One timer for the plugin's life, ref'd while busy and unref'd when idle: creating and
+    // clearing a timer at every idle → busy transition costs the application's thread.
+    if (!this._keepAlive) {
+      this._keepAlive = setInterval(() => {
+        if (this._holding && this._durable) this._releaseIfOnlyOutage();
+      }, OUTAGE_CHECK_MS);
+    } else {
+      this._keepAlive.ref();
+    }
   }
 
   _releaseIfOnlyOutage() {
@@ -498,10 +542,9 @@ export class ReplicatorPlugin extends Plugin {
   }
 
   _release() {
-    if (this._keepAlive) {
-      clearInterval(this._keepAlive);
-      this._keepAlive = null;
-    }
+    if (!this._holding) return;
+    this._holding = false;
+    this._keepAlive?.unref();
   }
 
   _shutdown() {
@@ -522,6 +565,9 @@ export class ReplicatorPlugin extends Plugin {
         // Failures reported during the drain are still being written to the log resource.
         await this._replicationLog?.idle?.().catch(() => {});
         this._release();
+        clearInterval(this._keepAlive);
+        this._keepAlive = null;
+        this._unwatchListeners?.();
         await this._destinations?.close((replicator, error) => {
           this.emit('replicator_cleanup_error', { replicator, error: error.message });
         });

@@ -7,7 +7,7 @@ import { ReplicatorError } from './errors.js';
 
 /** Options the engine reads; the plugin's own (verbose, logs, ...) stay in JavaScript. */
 const ENGINE_OPTIONS = [
-  'enabled', 'batchSize', 'maxRetries', 'timeout', 'queueCapacity', 'lingerMs', 'concurrency', 'retryDelay', 'maxRetryDelay',
+  'enabled', 'batchSize', 'bulkBatchSize', 'maxRetries', 'timeout', 'queueCapacity', 'lingerMs', 'concurrency', 'retryDelay', 'maxRetryDelay',
   'circuitBreaker',
 ];
 const REPLICATOR_KEYS = new Set(['id', 'driver', 'resources', 'config', 'enabled', 'client']);

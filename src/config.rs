@@ -27,6 +27,9 @@ const fn default_timeout_ms() -> u64 {
 const fn default_queue_capacity() -> usize {
     10_000
 }
+const fn default_bulk_batch_size() -> usize {
+    2_000
+}
 const fn default_linger_ms() -> u64 {
     2
 }
@@ -51,6 +54,12 @@ pub struct EngineOptions {
     /// Largest micro-batch handed to a destination in one write.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Largest write under a backlog, for destinations where one large statement costs far
+    /// less than many small ones (SQL, MongoDB): when more than `batchSize` changes wait in a
+    /// lane (a full sync, `replicateBatch`, catching up after an outage), one write takes up
+    /// to this many. Set it to `batchSize` to keep every write at `batchSize`.
+    #[serde(default = "default_bulk_batch_size")]
+    pub bulk_batch_size: usize,
     /// Attempts for a failed write before the change is reported as failed (at least 1).
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
@@ -256,6 +265,7 @@ pub struct ReplicatorConfig {
 pub struct EngineConfig {
     pub enabled: bool,
     pub batch_size: usize,
+    pub bulk_batch_size: usize,
     pub max_retries: u32,
     pub timeout_ms: u64,
     pub queue_capacity: usize,
@@ -306,6 +316,7 @@ impl EngineConfig {
 
     pub fn from_options(opts: EngineOptions) -> Result<Self, ConfigError> {
         range("batchSize", opts.batch_size as u64, 1, 10_000)?;
+        range("bulkBatchSize", opts.bulk_batch_size as u64, 1, 100_000)?;
         range("maxRetries", opts.max_retries as u64, 0, 100)?;
         range("timeout", opts.timeout_ms, 1, 3_600_000)?;
         range("queueCapacity", opts.queue_capacity as u64, 1, 10_000_000)?;
@@ -343,6 +354,7 @@ impl EngineConfig {
         Ok(Self {
             enabled: opts.enabled,
             batch_size: opts.batch_size,
+            bulk_batch_size: opts.bulk_batch_size,
             max_retries: opts.max_retries,
             timeout_ms: opts.timeout_ms,
             queue_capacity: opts.queue_capacity,

@@ -6,6 +6,7 @@ import ReplicatorPluginDefault, { ReplicatorPlugin, type ReplicatorError, type R
 
 const plugin = new ReplicatorPlugin({
   batchSize: 50,
+  bulkBatchSize: 1000,
   outbox: { dir: './outbox', fsync: 'interval' },
   replicators: [
     { driver: 's3db', resources: ['users'], config: { connectionString: 'file://./backup' } },

@@ -78,6 +78,15 @@ pub(super) async fn run(
 ) {
     let r = &shared.replicators[rep];
     let max = shared.config.batch_size.min(r.sink.max_batch_size()).max(1);
+    let bulk = if r.sink.prefers_bulk() {
+        shared
+            .config
+            .bulk_batch_size
+            .max(max)
+            .min(r.sink.max_batch_size())
+    } else {
+        max
+    };
     let mut cancel = shared.cancel.clone();
     let mut drain = shared.drain.clone();
     loop {
@@ -95,7 +104,10 @@ pub(super) async fn run(
             },
         };
         let mut batch = vec![first];
-        while batch.len() < max {
+        // A backlog (another full batch already waiting) goes out in bulk where that is
+        // cheaper; live changes keep their small, prompt batches.
+        let limit = if rx.len() >= max { bulk } else { max };
+        while batch.len() < limit {
             match rx.try_recv() {
                 Ok(d) => batch.push(d),
                 Err(_) => break,

@@ -2,6 +2,7 @@
 
 mod error;
 mod host;
+mod outcomes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use crate::error::ErrorCode;
 use crate::event::Op;
 use error::{coded, Code};
 use host::{JsAsyncFn, JsEventFn, JsHost};
+use outcomes::OutcomeChannel;
 
 /// A configuration problem, for the plugin's `ReplicatorError`.
 #[napi(object)]
@@ -56,6 +58,7 @@ pub struct StopResult {
 pub struct ReplicationEngine {
     engine: Arc<Engine>,
     config: EngineConfig,
+    outcomes: Arc<OutcomeChannel>,
 }
 
 #[napi]
@@ -75,15 +78,18 @@ impl ReplicationEngine {
                 format!("{}: {} ({})", e.path, e.reason, e.hint),
             )
         })?;
+        // At most one outcome message per intake linger (capped: a long linger must not delay events).
+        let outcomes = OutcomeChannel::new(events, config.linger_ms.min(20));
         let host = Arc::new(JsHost {
             callbacks,
             deliver,
-            events,
+            outcomes: outcomes.clone(),
         });
         let engine = within_runtime_if_available(|| Engine::start(config.clone(), host))?;
         Ok(Self {
             engine: Arc::new(engine),
             config,
+            outcomes,
         })
     }
 
@@ -137,6 +143,13 @@ impl ReplicationEngine {
                 snapshot_after: Some(read_after.max(0.0) as u64),
             },
         )?)
+    }
+
+    /// Whether delivered (`replicated`) and skipped changes are reported one by one (someone
+    /// listens for them) or only counted. Failures and ticketed changes are always reported.
+    #[napi]
+    pub fn set_outcome_detail(&self, replicated: bool, skipped: bool) {
+        self.outcomes.set_detail(replicated, skipped);
     }
 
     /// The seq of the last accepted change (0 before the first).
