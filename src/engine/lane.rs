@@ -122,8 +122,9 @@ pub(super) async fn run(
         shared
             .host
             .emit(outcomes, shared.pending().saturating_sub(n));
+        // Idle before settled: whoever flush() lets go reads no lag or in-flight batch left.
+        r.lanes[lane].busy_since.store(0, SeqCst);
         r.lanes[lane].settled.fetch_add(n, SeqCst);
-        r.lanes[lane].busy_since.store(0, Relaxed);
         // Two lanes finishing together may both have reported work pending: whoever sees the
         // engine idle after settling says so, so the host can release the event loop.
         if shared.pending() == 0 {
