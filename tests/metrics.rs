@@ -167,3 +167,77 @@ async fn a_retried_change_is_counted_once_per_extra_attempt() {
     );
     assert_eq!(engine.stats()[0].retried, 2);
 }
+
+/// A destination that is down: the circuit gauge says `open`, the changes are queued and in
+/// flight, the ones that used their retries are counted held (once each); once it is back,
+/// everything is delivered and the gauges return to idle.
+#[tokio::test(start_paused = true)]
+async fn an_outage_shows_in_the_circuit_queue_and_held_metrics() {
+    let sec = std::time::Duration::from_secs(1);
+    let host = TestHost::new();
+    let sink = Arc::new(SwitchSink::default());
+    sink.set_down(true);
+    let engine = start(
+        one_replicator(
+            json!(["users"]),
+            json!({
+                "concurrency": 1, "lingerMs": 0, "maxRetries": 2, "retryDelay": 100,
+                "circuitBreaker": { "failureThreshold": 2, "resetTimeout": 1000 }
+            }),
+        ),
+        host.clone(),
+        vec![sink.clone() as Arc<dyn Sink>],
+    );
+    push(&engine, "users", Op::Inserted, rec("a", json!({})));
+    push(&engine, "users", Op::Inserted, rec("b", json!({})));
+    wait_for("the circuit opens", 30 * sec, || {
+        engine.stats()[0].health == "open"
+    })
+    .await;
+    wait_for("a change is held", 30 * sec, || !host.held().is_empty()).await;
+    let m = engine.metrics_json();
+    let r = json!({ "replicator": "r" });
+    let state = |m: &Value, s: &str| {
+        value(
+            m,
+            "s3db_replicator_circuit_state",
+            json!({ "replicator": "r", "state": s }),
+        )
+    };
+    assert_eq!(
+        (
+            state(&m, "open"),
+            state(&m, "closed"),
+            state(&m, "half-open")
+        ),
+        (1.0, 0.0, 0.0)
+    );
+    assert_eq!(value(&m, "s3db_replicator_queue_depth", r.clone()), 2.0);
+    assert_eq!(
+        value(&m, "s3db_replicator_in_flight_batches", r.clone()),
+        1.0
+    );
+    let users = json!({ "replicator": "r", "resource": "users" });
+    assert_eq!(
+        value(&m, "s3db_replicator_changes_held_total", users.clone()) as usize,
+        host.held().len()
+    );
+    assert_eq!(
+        value(&m, "s3db_replicator_changes_failed_total", users.clone()),
+        0.0,
+        "held changes wait, they do not fail"
+    );
+    assert!(value(&m, "s3db_replicator_changes_retried_total", users.clone()) >= 2.0);
+
+    sink.set_down(false);
+    within("flush after the outage", 60 * sec, engine.flush()).await;
+    let m = engine.metrics_json();
+    assert_eq!(state(&m, "closed"), 1.0);
+    assert_eq!(value(&m, "s3db_replicator_queue_depth", r.clone()), 0.0);
+    assert_eq!(value(&m, "s3db_replicator_in_flight_batches", r), 0.0);
+    assert_eq!(
+        value(&m, "s3db_replicator_changes_delivered_total", users),
+        2.0
+    );
+    engine.stop(sec).await;
+}
