@@ -64,6 +64,10 @@ export declare class ReplicationEngine {
   setEnabled(replicator: string, enabled: boolean): void
   /** Per-replicator counters. */
   stats(): import('./plugin').NativeReplicatorStats[]
+  /** Every metric in the Prometheus text exposition format (version 0.0.4). */
+  metricsText(): string
+  /** The same metrics as an object: `{ name: { type, help, samples } }`. */
+  metricsJson(): import('./plugin').MetricsJSON
   /** Undelivered changes in total. */
   pending(): number
   /** Replicators with their routes and redacted configuration. */

@@ -12,12 +12,13 @@ import { createCallbackBridge } from './lib/callbacks.js';
 import * as deadLetters from './lib/dead-letters.js';
 import { ReplicatorError, configError } from './lib/errors.js';
 import { fullSync } from './lib/full-sync.js';
+import { METRICS_CONTENT_TYPE, startMetricsServer } from './lib/metrics-server.js';
 import { prepareOptions } from './lib/options.js';
 import { resolveOutbox } from './lib/outbox.js';
 import * as replicationLog from './lib/replication-log.js';
 import { destinationConnectionString, S3dbDestinations } from './lib/s3db-destination.js';
 
-export { ReplicatorError };
+export { METRICS_CONTENT_TYPE, ReplicatorError };
 
 const CHANGE_EVENTS = ['inserted', 'updated', 'deleted'];
 const BACKPRESSURE_HOOKS = ['afterInsert', 'afterUpdate', 'afterDelete'];
@@ -50,6 +51,7 @@ export class ReplicatorPlugin extends Plugin {
     // The options as the engine reads them (functions replaced by { $fn }), parsed once.
     this._native = JSON.parse(prepared.json);
     this._engine = null;
+    this._metricsServer = null;
     this._destinations = null;
     this._listeners = new Map(); // resource name → { resource, handlers, hooks }
     this._afterCreateResource = null;
@@ -120,6 +122,7 @@ export class ReplicatorPlugin extends Plugin {
     // and a plugin that failed to install leaves nothing running behind.
     try {
       await this.syncSchemas();
+      if (native.metrics) this._metricsServer = await startMetricsServer(native.metrics, () => this.metrics());
     } catch (error) {
       await this._shutdown();
       throw error;
@@ -173,6 +176,28 @@ export class ReplicatorPlugin extends Plugin {
       outbox,
       lastSync: this.stats.lastSync,
     };
+  }
+
+  /**
+   * Every metric in the Prometheus text exposition format (0.0.4): serve it at /metrics with
+   * the content type METRICS_CONTENT_TYPE. Synchronous and cheap; '' before install.
+   */
+  metrics() {
+    return this._engine?.metricsText() ?? '';
+  }
+
+  /**
+   * The same metrics as an object, `{ [name]: { type, help, samples } }`: a counter's or
+   * gauge's sample is `{ labels, value }`, a histogram's `{ labels, count, sum, buckets:
+   * [{ le, count }] }` (cumulative, `le` as in the text: '0.005', '+Inf'). {} before install.
+   */
+  metricsJSON() {
+    return this._engine?.metricsJson() ?? {};
+  }
+
+  /** Where the built-in listener (`metrics` option) serves /metrics; null when it is off. */
+  metricsAddress() {
+    return this._metricsServer ? { ...this._metricsServer.address } : null;
   }
 
   async listReplicators() {
@@ -568,6 +593,8 @@ export class ReplicatorPlugin extends Plugin {
         clearInterval(this._keepAlive);
         this._keepAlive = null;
         this._unwatchListeners?.();
+        await this._metricsServer?.close();
+        this._metricsServer = null;
         await this._destinations?.close((replicator, error) => {
           this.emit('replicator_cleanup_error', { replicator, error: error.message });
         });

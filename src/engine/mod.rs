@@ -7,6 +7,7 @@
 
 mod breaker;
 mod dead_letters;
+mod exposition;
 mod host;
 mod lane;
 mod metrics;
@@ -40,6 +41,7 @@ use crate::outbox::EntryRef;
 use crate::sinks::{SchemaEvent, Sink, SinkContext};
 use breaker::Breaker;
 use dead_letters::DeadLetters;
+use exposition::Exposition;
 use lane::LaneHandle;
 use metrics::Metrics;
 use outbox::Outbox;
@@ -113,6 +115,14 @@ impl Replicator {
             .max()
             .unwrap_or(0)
     }
+
+    /// Lanes writing (or retrying) a batch now.
+    fn in_flight_batches(&self) -> u64 {
+        self.lanes
+            .iter()
+            .filter(|l| l.busy_since_ms().is_some())
+            .count() as u64
+    }
 }
 
 pub(crate) struct Shared {
@@ -135,6 +145,8 @@ pub(crate) struct Shared {
     replayed_snapshots_until: u64,
     /// The last seq accepted when a sync ended: its snapshots may still be queued until then.
     sync_tail: AtomicU64,
+    /// The Prometheus registry behind `metrics()`.
+    exposition: Exposition,
 }
 
 impl Shared {
@@ -195,7 +207,10 @@ impl Engine {
         host: Arc<dyn Host>,
         sinks: Vec<Arc<dyn Sink>>,
     ) -> Result<Self, EngineError> {
-        let (outbox, replay) = Outbox::open(&config.outbox).map_err(outbox_error)?;
+        let exposition = Exposition::new();
+        let (outbox, replay) =
+            Outbox::open(&config.outbox, exposition.outbox_handles()).map_err(outbox_error)?;
+        exposition.replayed(replay.len() as u64);
         let dead_letters = DeadLetters::open(config.outbox.dir.as_deref()).map_err(outbox_error)?;
         let (cancel_tx, cancel_rx) = watch::channel(false);
         let (drain_tx, drain_rx) = watch::channel(false);
@@ -251,7 +266,7 @@ impl Engine {
                 policy,
                 breaker: Breaker::new(config.breaker),
                 lanes,
-                metrics: Metrics::default(),
+                metrics: Metrics::new(&exposition, &rc.id, &rc.driver, &rc.routes),
             });
         }
         let replayed_snapshots_until = replay
@@ -274,6 +289,7 @@ impl Engine {
             syncs: AtomicU32::new(0),
             replayed_snapshots_until,
             sync_tail: AtomicU64::new(0),
+            exposition,
         });
         let (intake_tx, intake_rx) = mpsc::unbounded_channel();
         // What was accepted before a crash (or a stop deadline) goes first, in its order.
@@ -628,6 +644,16 @@ impl Engine {
                 )
             })
             .collect()
+    }
+
+    /// Every metric in the Prometheus text exposition format, version 0.0.4.
+    pub fn metrics_text(&self) -> String {
+        self.shared.exposition.text(&self.shared)
+    }
+
+    /// The same metrics as JSON: `{ name: { type, help, samples } }` (see `Exposition::json`).
+    pub fn metrics_json(&self) -> serde_json::Value {
+        self.shared.exposition.json(&self.shared)
     }
 
     /// Undelivered changes, all replicators together (plus those not yet routed).

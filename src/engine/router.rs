@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::metrics::Count;
 use super::{now_ms, Delivery, Intake, Outcome, OutcomeStatus, Shared};
 use crate::error::ErrorCode;
 use crate::event::{clean_record, parse_change, ChangeEvent};
@@ -160,9 +161,7 @@ fn route(shared: &Shared, recent: &mut Recent, intake: Intake, out: &mut Vec<Out
         .add_deliveries(event.seq, targets.len() as u32);
     for &(ri, r) in &targets {
         let rep = &shared.replicators[ri];
-        rep.metrics
-            .received
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        rep.metrics.count(r, Count::Received, 1);
         let lane = lane_of(&rep.routes[r].dest, &event.id, rep.lanes.len());
         let gone = rep.lanes[lane].send(Delivery {
             event: event.clone(),

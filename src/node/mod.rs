@@ -276,6 +276,18 @@ impl ReplicationEngine {
         serde_json::to_value(self.engine.stats()).unwrap_or(Value::Null)
     }
 
+    /// Every metric in the Prometheus text exposition format (version 0.0.4).
+    #[napi(catch_unwind)]
+    pub fn metrics_text(&self) -> String {
+        self.engine.metrics_text()
+    }
+
+    /// The same metrics as an object: `{ name: { type, help, samples } }`.
+    #[napi(catch_unwind, ts_return_type = "import('./plugin').MetricsJSON")]
+    pub fn metrics_json(&self) -> Value {
+        self.engine.metrics_json()
+    }
+
     /// Undelivered changes in total.
     #[napi]
     pub fn pending(&self) -> f64 {
