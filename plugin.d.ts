@@ -340,7 +340,7 @@ export interface ReplicatorPluginOptions {
   timeout?: number;
   /** Undelivered changes per replicator before writers are slowed down. Default 10000. */
   queueCapacity?: number;
-  /** After routing the changes at hand, wait this long (ms) before taking the next ones, so batches form under load. Default 2. */
+  /** Under load (more than one change waiting), wait this long (ms) after routing before taking the next ones, so batches form; a lone change is sent at once. Default 2. */
   lingerMs?: number;
   /** Ordered lanes per replicator (one record's changes share a lane). Default 4. */
   concurrency?: number;

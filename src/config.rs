@@ -69,9 +69,9 @@ pub struct EngineOptions {
     /// Changes a replicator may hold undelivered before the plugin slows the writers down.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
-    /// After routing the changes at hand, the engine waits this long before taking the next
-    /// ones, so that under load they arrive at the lanes in batches and pushes stay cheap; an
-    /// idle engine routes a change at once. Milliseconds.
+    /// Under load (more than one change waiting), the engine waits this long after routing
+    /// the changes at hand before taking the next ones, so that they arrive at the lanes in
+    /// batches and pushes stay cheap; a change that comes alone is routed at once. Milliseconds.
     #[serde(default = "default_linger_ms")]
     pub linger_ms: u64,
     /// Parallel ordered lanes per replicator: one record's changes always share a lane.

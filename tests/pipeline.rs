@@ -356,6 +356,39 @@ async fn linger_collects_a_burst_into_one_batch() {
     }
 }
 
+/// Light, steady load: a change that arrives alone is routed at once, and so is the next one;
+/// the linger only follows a round that found several changes waiting (virtual time).
+#[tokio::test(start_paused = true)]
+async fn a_lone_change_is_not_held_back_by_the_linger() {
+    let host = TestHost::new();
+    let sink = Arc::new(RecordingSink::default());
+    let engine = start(
+        one_replicator(
+            json!(["users"]),
+            json!({ "concurrency": 1, "lingerMs": 50 }),
+        ),
+        host.clone(),
+        sinks![sink],
+    );
+    for i in 0..3 {
+        push(
+            &engine,
+            "users",
+            Op::Inserted,
+            rec(&format!("lone{i}"), json!({})),
+        );
+        let pushed = Instant::now();
+        engine.flush().await;
+        assert!(
+            pushed.elapsed() < Duration::from_millis(40),
+            "change {i} waited {:?} for the linger",
+            pushed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sink.batch_sizes(), vec![1, 1, 1]);
+}
+
 // =============================================================================================
 // Retries and backoff
 

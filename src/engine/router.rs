@@ -57,11 +57,12 @@ pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Int
         if shared.syncs.load(SeqCst) == 0 && last >= tail && !recent.is_empty() {
             recent = HashMap::new();
         }
-        // Stay off the channel for one linger period: pushes arriving meanwhile queue up without
-        // waking this task. A wake is a cross-thread unpark paid inside push() by the JS thread,
-        // so this caps that cost at one per lingerMs under load and batches the lanes' input.
-        // An idle engine still routes the next change at once (the wait comes after routing).
-        if linger > Duration::ZERO && !*cancel.borrow() {
+        // Under load (this round found more than one change waiting), stay off the channel for
+        // one linger period: pushes arriving meanwhile queue up without waking this task. A
+        // wake is a cross-thread unpark paid inside push() by the JS thread, so this caps that
+        // cost at one per lingerMs under load and batches the lanes' input. A change that came
+        // alone (light, steady load) is followed at once: no linger adds to its successor's lag.
+        if n > 1 && linger > Duration::ZERO && !*cancel.borrow() {
             tokio::select! {
                 _ = tokio::time::sleep(linger) => {}
                 _ = cancel.changed() => {}
