@@ -28,6 +28,11 @@ export declare class ReplicationEngine {
    * live change of the record was accepted after that. Use between `beginSync`/`endSync`.
    */
   pushSnapshot(resource: string, json: string, replicator: string, ticket: number | undefined | null, readAfter: number): boolean
+  /**
+   * Whether delivered (`replicated`) and skipped changes are reported one by one (someone
+   * listens for them) or only counted. Failures and ticketed changes are always reported.
+   */
+  setOutcomeDetail(replicated: boolean, skipped: boolean): void
   /** The seq of the last accepted change (0 before the first). */
   lastSeq(): number
   beginSync(): void
@@ -59,6 +64,10 @@ export declare class ReplicationEngine {
   setEnabled(replicator: string, enabled: boolean): void
   /** Per-replicator counters. */
   stats(): import('./plugin').NativeReplicatorStats[]
+  /** Every metric in the Prometheus text exposition format (version 0.0.4). */
+  metricsText(): string
+  /** The same metrics as an object: `{ name: { type, help, samples } }`. */
+  metricsJson(): import('./plugin').MetricsJSON
   /** Undelivered changes in total. */
   pending(): number
   /** Replicators with their routes and redacted configuration. */

@@ -341,13 +341,15 @@ export interface ReplicatorPluginOptions {
   logErrors?: boolean;
   /** Largest micro-batch per destination write. Default 100. */
   batchSize?: number;
+  /** Largest write under a backlog for SQL and MongoDB destinations (one statement per table). Default 2000. */
+  bulkBatchSize?: number;
   /** Attempts for a failed write (at least one). Default 3. */
   maxRetries?: number;
   /** Bound of one write attempt and of the drain on stop, in ms. Default 30000. */
   timeout?: number;
   /** Undelivered changes per replicator before writers are slowed down. Default 10000. */
   queueCapacity?: number;
-  /** After routing the changes at hand, wait this long (ms) before taking the next ones, so batches form under load. Default 2. */
+  /** Under load (more than one change waiting), wait this long (ms) after routing before taking the next ones, so batches form; a lone change is sent at once. Default 2. */
   lingerMs?: number;
   /** Ordered lanes per replicator (one record's changes share a lane). Default 4. */
   concurrency?: number;
@@ -362,6 +364,11 @@ export interface ReplicatorPluginOptions {
   outbox?: false | OutboxOptions;
   /** Per-replicator circuit breaker; `false` = plain retry-then-fail. */
   circuitBreaker?: false | CircuitBreakerOptions;
+  /**
+   * The built-in Prometheus listener: serves `GET /metrics` from install to `stop()`.
+   * Default `false` (off): mount `plugin.metrics()` on your own HTTP server instead.
+   */
+  metrics?: false | MetricsListenerOptions;
   /** As in the stock plugin: which source resources are followed. */
   resourceFilter?: (resourceName: string) => boolean;
   resourceAllowlist?: string[];
@@ -396,6 +403,35 @@ export interface OutboxOptions {
   /** Segment file size before rotating. Default 16 MiB. */
   segmentBytes?: number;
 }
+
+export interface MetricsListenerOptions {
+  /** TCP port; 0 picks a free one (see `metricsAddress()`). A port in use fails the installation (ERR_CONFIG, `metrics.port`). */
+  port: number;
+  /** Interface to listen on. Default '127.0.0.1' (this machine only); '0.0.0.0' for every interface. */
+  host?: string;
+}
+
+/** Where the built-in listener serves the metrics. */
+export interface MetricsAddress {
+  host: string;
+  port: number;
+  /** `http://<host>:<port>/metrics` */
+  url: string;
+}
+
+/** Labels of one sample: `replicator`, `driver`, `resource`, `state`, as the metric has them. */
+export type MetricLabels = Record<string, string>;
+
+export type MetricSample =
+  | { labels: MetricLabels; value: number }
+  /** A histogram's: cumulative bucket counts, `le` as in the text format ('0.005', '+Inf'). */
+  | { labels: MetricLabels; count: number; sum: number; buckets: Array<{ le: string; count: number }> };
+
+/** `plugin.metricsJSON()`: every metric family by name (e.g. `s3db_replicator_changes_delivered_total`). */
+export type MetricsJSON = Record<string, { type: 'counter' | 'gauge' | 'histogram'; help: string; samples: MetricSample[] }>;
+
+/** The content type of `plugin.metrics()`: 'text/plain; version=0.0.4; charset=utf-8'. */
+export declare const METRICS_CONTENT_TYPE: string;
 
 export interface CircuitBreakerOptions {
   /** Failed writes in a row that open the breaker. Default 5. */
@@ -850,6 +886,12 @@ export declare class ReplicatorPlugin extends Plugin {
   retryDeadLetters(options?: { replicator?: string; ids?: number[] }): Promise<RetryDeadLettersResult>;
   /** Removes dead letters for good; resolves with how many existed. */
   discardDeadLetters(ids: number[]): Promise<number>;
+  /** Every metric in the Prometheus text exposition format 0.0.4 (serve with METRICS_CONTENT_TYPE); '' before install. */
+  metrics(): string;
+  /** The same metrics as an object; {} before install. */
+  metricsJSON(): MetricsJSON;
+  /** The built-in listener's address (`metrics` option); null when it is off or stopped. */
+  metricsAddress(): MetricsAddress | null;
 
   /** Typed listeners for the events in {@link ReplicatorPluginEvents}; other names stay untyped. */
   on<E extends ReplicatorEventName>(event: E, listener: (payload: ReplicatorPluginEvents[E]) => void): this;

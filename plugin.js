@@ -12,6 +12,7 @@ import { createCallbackBridge } from './lib/callbacks.js';
 import * as deadLetters from './lib/dead-letters.js';
 import { ReplicatorError, configError } from './lib/errors.js';
 import { fullSync } from './lib/full-sync.js';
+import { METRICS_CONTENT_TYPE, startMetricsServer } from './lib/metrics-server.js';
 import { engineLogLevel, prepareOptions } from './lib/options.js';
 import { resolveOutbox } from './lib/outbox.js';
 import { redact, secretsIn, secretsOf } from './lib/redact.js';
@@ -19,12 +20,15 @@ import * as replicationLog from './lib/replication-log.js';
 import { destinationConnectionString, S3dbDestinations } from './lib/s3db-destination.js';
 import { startStatusFile } from './lib/status-file.js';
 
-export { ReplicatorError };
+export { METRICS_CONTENT_TYPE, ReplicatorError };
 
 const CHANGE_EVENTS = ['inserted', 'updated', 'deleted'];
 const BACKPRESSURE_HOOKS = ['afterInsert', 'afterUpdate', 'afterDelete'];
 /** How often a held process checks whether it only waits for destinations that are down. */
 const OUTAGE_CHECK_MS = 1000;
+/** Events that need each delivered / skipped change (on the plugin, on the database). */
+const OUTCOME_EVENTS = ['plg:replicator:replicated', 'plg:replicator:skipped'];
+const DATABASE_OUTCOME_EVENTS = ['replicator:success'];
 
 export class ReplicatorPlugin extends Plugin {
   constructor(options = {}) {
@@ -53,6 +57,7 @@ export class ReplicatorPlugin extends Plugin {
     /** Credential-looking values of the configuration: never in a log line (lib/redact.js). */
     this._secrets = secretsIn(options.replicators);
     this._engine = null;
+    this._metricsServer = null;
     this._destinations = null;
     this._listeners = new Map(); // resource name → { resource, handlers, hooks }
     this._afterCreateResource = null;
@@ -60,6 +65,7 @@ export class ReplicatorPlugin extends Plugin {
     this._manages = resourceFilter(options);
     this._saturated = false;
     this._keepAlive = null;
+    this._holding = false;
     this._batchResults = new Map(); // ticket → outcomes (replicateBatch / syncAllData)
     this._nextTicket = 1;
     this._stopping = null;
@@ -82,6 +88,7 @@ export class ReplicatorPlugin extends Plugin {
       (batch) => this._destinations.deliver(batch),
       (message) => this._onEngineMessage(message),
     );
+    this._watchListeners();
     // The outbox thread records delivered changes within one fsync interval; a process that
     // ends sooner (a script that inserts and exits) records them here, so they are not
     // replayed at the next start.
@@ -123,6 +130,7 @@ export class ReplicatorPlugin extends Plugin {
     // and a plugin that failed to install leaves nothing running behind.
     try {
       await this.syncSchemas();
+      if (native.metrics) this._metricsServer = await startMetricsServer(native.metrics, () => this.metrics());
     } catch (error) {
       await this._shutdown();
       throw error;
@@ -181,6 +189,28 @@ export class ReplicatorPlugin extends Plugin {
       outbox,
       lastSync: this.stats.lastSync,
     };
+  }
+
+  /**
+   * Every metric in the Prometheus text exposition format (0.0.4): serve it at /metrics with
+   * the content type METRICS_CONTENT_TYPE. Synchronous and cheap; '' before install.
+   */
+  metrics() {
+    return this._engine?.metricsText() ?? '';
+  }
+
+  /**
+   * The same metrics as an object, `{ [name]: { type, help, samples } }`: a counter's or
+   * gauge's sample is `{ labels, value }`, a histogram's `{ labels, count, sum, buckets:
+   * [{ le, count }] }` (cumulative, `le` as in the text: '0.005', '+Inf'). {} before install.
+   */
+  metricsJSON() {
+    return this._engine?.metricsJson() ?? {};
+  }
+
+  /** Where the built-in listener (`metrics` option) serves /metrics; null when it is off. */
+  metricsAddress() {
+    return this._metricsServer ? { ...this._metricsServer.address } : null;
   }
 
   async listReplicators() {
@@ -380,11 +410,14 @@ export class ReplicatorPlugin extends Plugin {
   // ---- engine messages ----
 
   _onEngineMessage(message) {
-    const { outcomes, pending, circuit, held, logs } = JSON.parse(message);
+    const { outcomes, pending, circuit, held, logs, replicated, skipped } = JSON.parse(message);
     if (logs) return this._log(logs);
     if (circuit) return this._circuit(circuit);
     if (held) return this._held(held);
     if (!outcomes) return; // a barrier from flush()
+    // Changes nobody listens for one by one arrive as counts (see _watchListeners).
+    if (replicated) this.stats.totalReplications += replicated;
+    if (skipped) this.stats.totalSkipped += skipped;
     for (const outcome of outcomes) {
       if (outcome.ticket !== undefined) this._batchResults.get(outcome.ticket)?.push(outcome);
       if (outcome.status === 'replicated') this._replicated(outcome);
@@ -504,14 +537,50 @@ export class ReplicatorPlugin extends Plugin {
   // ---- lifecycle helpers ----
 
   /**
+   * The engine reports a delivered or skipped change one by one only while something wants
+   * it (a listener, `verbose`); otherwise it sends counts, which is all the totals need and
+   * saves the application's thread the parsing. Kept up to date as listeners come and go.
+   */
+  _watchListeners() {
+    const watched = [[this, OUTCOME_EVENTS], [this.database, DATABASE_OUTCOME_EVENTS]].filter(([emitter]) => typeof emitter?.on === 'function');
+    const update = (adding) => {
+      const wants = (emitter, event) => (emitter?.listenerCount?.(event) ?? 0) + (adding?.emitter === emitter && adding.event === event ? 1 : 0) > 0;
+      const replicated = this.config.verbose || wants(this, 'plg:replicator:replicated') || wants(this.database, 'replicator:success');
+      this._engine?.setOutcomeDetail(replicated, wants(this, 'plg:replicator:skipped'));
+    };
+    const handlers = watched.map(([emitter, events]) => {
+      // 'newListener' fires before the listener is added, 'removeListener' after it is gone.
+      const added = (event) => events.includes(event) && update({ emitter, event });
+      const removed = (event) => events.includes(event) && update();
+      emitter.on('newListener', added);
+      emitter.on('removeListener', removed);
+      return () => {
+        emitter.off('newListener', added);
+        emitter.off('removeListener', removed);
+      };
+    });
+    update();
+    this._unwatchListeners = () => handlers.forEach((off) => off());
+  }
+
+  /**
    * Keeps the process alive while changes are undelivered (the engine's handles are weak).
    * With the outbox on disk it does not wait for a destination that is down: once every
    * undelivered change waits for one, the process may end (they are delivered after the
    * next start), with a warning naming what is kept.
    */
   _holdOpen() {
-    if (this._keepAlive) return;
-    this._keepAlive = this._durable ? setInterval(() => this._releaseIfOnlyOutage(), OUTAGE_CHECK_MS) : setInterval(() => {}, 1 << 30);
+    if (this._holding) return;
+    this._holding = true;
+    // One timer for the plugin's life, ref'd while busy and unref'd when idle: creating and
+    // clearing a timer at every idle → busy transition costs the application's thread.
+    if (!this._keepAlive) {
+      this._keepAlive = setInterval(() => {
+        if (this._holding && this._durable) this._releaseIfOnlyOutage();
+      }, OUTAGE_CHECK_MS);
+    } else {
+      this._keepAlive.ref();
+    }
   }
 
   _releaseIfOnlyOutage() {
@@ -533,10 +602,9 @@ export class ReplicatorPlugin extends Plugin {
   }
 
   _release() {
-    if (this._keepAlive) {
-      clearInterval(this._keepAlive);
-      this._keepAlive = null;
-    }
+    if (!this._holding) return;
+    this._holding = false;
+    this._keepAlive?.unref();
   }
 
   _shutdown() {
@@ -558,6 +626,11 @@ export class ReplicatorPlugin extends Plugin {
         await this._replicationLog?.idle?.().catch(() => {});
         await this._statusFile?.stop();
         this._release();
+        clearInterval(this._keepAlive);
+        this._keepAlive = null;
+        this._unwatchListeners?.();
+        await this._metricsServer?.close();
+        this._metricsServer = null;
         await this._destinations?.close((replicator, error) => {
           this.emit('replicator_cleanup_error', { replicator, error: error.message });
         });

@@ -177,7 +177,7 @@ test('unknown replicator ids and invalid options throw ReplicatorErrors', async 
     const empty = await plugin.syncAllData('copy');
     assert.equal(empty.total, 0);
     assert.equal(empty.synced, 0);
-    assert.equal(plugin._keepAlive, null, 'a sync with nothing to push does not hold the process open');
+    assert.equal(plugin._holding, false, 'a sync with nothing to push does not hold the process open');
     const first = plugin.syncAllData('copy');
     await assert.rejects(plugin.syncAllData('copy'), (e) => e.code === 'ERR_BUSY' && /already running/.test(e.message));
     assert.equal((await first).total, 0);

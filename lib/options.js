@@ -7,8 +7,8 @@ import { ReplicatorError } from './errors.js';
 
 /** Options the engine reads; the plugin's own (verbose, logs, ...) stay in JavaScript. */
 const ENGINE_OPTIONS = [
-  'enabled', 'batchSize', 'maxRetries', 'timeout', 'queueCapacity', 'lingerMs', 'concurrency', 'retryDelay', 'maxRetryDelay',
-  'circuitBreaker',
+  'enabled', 'batchSize', 'bulkBatchSize', 'maxRetries', 'timeout', 'queueCapacity', 'lingerMs', 'concurrency', 'retryDelay', 'maxRetryDelay',
+  'circuitBreaker', 'metrics',
 ];
 const REPLICATOR_KEYS = new Set(['id', 'driver', 'resources', 'config', 'enabled', 'client']);
 /** The plugin's own options (the spec's, plus `outbox`), beside ENGINE_OPTIONS. */

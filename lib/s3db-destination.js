@@ -229,6 +229,7 @@ export function destinationMessage(error) {
 
 /** Status codes and error names of a destination that is unreachable, slow or overloaded. */
 const TRANSIENT_STATUS = new Set([408, 429, 500, 502, 503, 504]);
+const PERMANENT_NAMES = /^(InvalidResourceItem|ValidationError|SchemaError|MetadataLimitError|EncryptionError|CryptoError)$/;
 const TRANSIENT_NAMES = /^(NetworkError|TimeoutError|RequestTimeout|RequestTimeTooSkewed|SlowDown|ServiceUnavailable|InternalError|Throttling|ThrottlingException|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EAI_AGAIN|ENOTFOUND|UND_ERR_\w+)$/;
 
 /**
@@ -239,6 +240,9 @@ const TRANSIENT_NAMES = /^(NetworkError|TimeoutError|RequestTimeout|RequestTimeT
  * (validation, a missing resource) is not.
  */
 export function isRetryable(error) {
+  // A record the destination resource refuses fails the same way every time, whatever HTTP-ish
+  // status s3db.js puts on it (21.6.2 gives InvalidResourceItem a 500).
+  if (PERMANENT_NAMES.test(error?.name ?? '')) return false;
   for (let e = error, depth = 0; e && depth < 5; e = e.original ?? e.cause, depth++) {
     const status = e.statusCode ?? e.$metadata?.httpStatusCode;
     if (TRANSIENT_STATUS.has(status)) return true;

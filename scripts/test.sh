@@ -23,6 +23,9 @@ step "test services (PostgreSQL, MariaDB, libSQL server, AWS-compatible server, 
 ./scripts/services/mongodb.sh
 ./scripts/services/bigquery.sh
 
+step "the Prometheus reference parser (prometheus_client, for the metrics test)"
+./scripts/tools/prometheus-parse.sh --install
+
 step "rustfmt and clippy"
 cargo fmt --all -- --check
 cargo clippy --no-default-features --features testing --all-targets -- -D warnings

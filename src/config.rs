@@ -28,6 +28,9 @@ const fn default_timeout_ms() -> u64 {
 const fn default_queue_capacity() -> usize {
     10_000
 }
+const fn default_bulk_batch_size() -> usize {
+    2_000
+}
 const fn default_linger_ms() -> u64 {
     2
 }
@@ -52,6 +55,12 @@ pub struct EngineOptions {
     /// Largest micro-batch handed to a destination in one write.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Largest write under a backlog, for destinations where one large statement costs far
+    /// less than many small ones (SQL, MongoDB): when more than `batchSize` changes wait in a
+    /// lane (a full sync, `replicateBatch`, catching up after an outage), one write takes up
+    /// to this many. Set it to `batchSize` to keep every write at `batchSize`.
+    #[serde(default = "default_bulk_batch_size")]
+    pub bulk_batch_size: usize,
     /// Attempts for a failed write before the change is reported as failed (at least 1).
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
@@ -61,9 +70,9 @@ pub struct EngineOptions {
     /// Changes a replicator may hold undelivered before the plugin slows the writers down.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
-    /// After routing the changes at hand, the engine waits this long before taking the next
-    /// ones, so that under load they arrive at the lanes in batches and pushes stay cheap; an
-    /// idle engine routes a change at once. Milliseconds.
+    /// Under load (more than one change waiting), the engine waits this long after routing
+    /// the changes at hand before taking the next ones, so that they arrive at the lanes in
+    /// batches and pushes stay cheap; a change that comes alone is routed at once. Milliseconds.
     #[serde(default = "default_linger_ms")]
     pub linger_ms: u64,
     /// Parallel ordered lanes per replicator: one record's changes always share a lane.
@@ -85,7 +94,47 @@ pub struct EngineOptions {
     /// plugin sends `logLevel`, or `debug` with `verbose`, else `warn`).
     #[serde(default)]
     pub log_level: LogLevel,
+    /// The built-in HTTP listener for Prometheus (`{ port, host }`); off when absent or `false`.
+    /// Served by the plugin in JavaScript; checked here with the other options.
+    #[serde(default)]
+    pub metrics: Option<MetricsSetting>,
     pub replicators: Vec<ReplicatorEntry>,
+}
+
+/// `metrics: false` or `metrics: { port, host }`.
+#[derive(Debug, Clone)]
+pub enum MetricsSetting {
+    Flag(bool),
+    Options(MetricsOptions),
+}
+
+impl<'de> Deserialize<'de> for MetricsSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        flag_or_options(
+            d,
+            "false or an object such as { port: 9464, host: '127.0.0.1' }",
+        )
+        .map(|f| f.map_or_else(Self::Flag, Self::Options))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MetricsOptions {
+    /// TCP port of `GET /metrics`; 0 picks a free one (`plugin.metricsAddress()` tells which).
+    /// Checked in `parse_metrics` (inside `flag_or_options` serde would lose the field's path).
+    #[serde(default)]
+    pub port: Option<Value>,
+    /// Interface to listen on. Default `127.0.0.1` (this machine only).
+    #[serde(default)]
+    pub host: Option<Value>,
+}
+
+/// Where the built-in metrics listener listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsListener {
+    pub port: u16,
+    pub host: String,
 }
 
 /// `outbox: false` or `outbox: { dir, ... }`.
@@ -261,6 +310,7 @@ pub struct ReplicatorConfig {
 pub struct EngineConfig {
     pub enabled: bool,
     pub batch_size: usize,
+    pub bulk_batch_size: usize,
     pub max_retries: u32,
     pub timeout_ms: u64,
     pub queue_capacity: usize,
@@ -272,6 +322,8 @@ pub struct EngineConfig {
     /// `None`: no circuit breaker.
     pub breaker: Option<BreakerConfig>,
     pub log_level: LogLevel,
+    /// `None`: no built-in metrics listener.
+    pub metrics: Option<MetricsListener>,
     pub replicators: Vec<ReplicatorConfig>,
 }
 
@@ -312,6 +364,7 @@ impl EngineConfig {
 
     pub fn from_options(opts: EngineOptions) -> Result<Self, ConfigError> {
         range("batchSize", opts.batch_size as u64, 1, 10_000)?;
+        range("bulkBatchSize", opts.bulk_batch_size as u64, 1, 100_000)?;
         range("maxRetries", opts.max_retries as u64, 0, 100)?;
         range("timeout", opts.timeout_ms, 1, 3_600_000)?;
         range("queueCapacity", opts.queue_capacity as u64, 1, 10_000_000)?;
@@ -321,6 +374,7 @@ impl EngineConfig {
         range("maxRetryDelay", opts.max_retry_delay_ms, 0, 3_600_000)?;
         let outbox = parse_outbox(opts.outbox)?;
         let breaker = parse_breaker(opts.circuit_breaker)?;
+        let metrics = parse_metrics(opts.metrics)?;
         if opts.replicators.is_empty() {
             return Err(ConfigError::new(
                 "replicators",
@@ -349,6 +403,7 @@ impl EngineConfig {
         Ok(Self {
             enabled: opts.enabled,
             batch_size: opts.batch_size,
+            bulk_batch_size: opts.bulk_batch_size,
             max_retries: opts.max_retries,
             timeout_ms: opts.timeout_ms,
             queue_capacity: opts.queue_capacity,
@@ -359,6 +414,7 @@ impl EngineConfig {
             outbox,
             breaker,
             log_level: opts.log_level,
+            metrics,
             replicators,
         })
     }
@@ -450,6 +506,83 @@ fn parse_breaker(setting: Option<BreakerSetting>) -> Result<Option<BreakerConfig
     }
     out.max_reset_timeout_ms = out.max_reset_timeout_ms.max(out.reset_timeout_ms);
     Ok(Some(out))
+}
+
+fn parse_metrics(setting: Option<MetricsSetting>) -> Result<Option<MetricsListener>, ConfigError> {
+    let opts = match setting {
+        None | Some(MetricsSetting::Flag(false)) => return Ok(None),
+        Some(MetricsSetting::Flag(true)) => {
+            return Err(ConfigError::new(
+                "metrics",
+                "`true` does not say which port to listen on",
+                "give a port: metrics: { port: 9464 } (0 picks a free one), or mount plugin.metrics() on your own HTTP server",
+            ))
+        }
+        Some(MetricsSetting::Options(o)) => o,
+    };
+    let port = match &opts.port {
+        None | Some(Value::Null) => {
+            return Err(ConfigError::new(
+                "metrics.port",
+                "no port is given",
+                "give one: metrics: { port: 9464 } (0 picks a free one)",
+            ))
+        }
+        Some(v) => v.as_u64().ok_or_else(|| {
+            ConfigError::new(
+                "metrics.port",
+                format!(
+                    "expected a whole number from 0 to 65535, got {}",
+                    describe_value(v)
+                ),
+                "give a number, e.g. metrics: { port: 9464 } (0 picks a free one)",
+            )
+        })?,
+    };
+    range("metrics.port", port, 0, 65_535)?;
+    let host = match &opts.host {
+        None | Some(Value::Null) => None,
+        Some(Value::String(h)) => Some(h.trim()),
+        Some(v) => {
+            return Err(ConfigError::new(
+                "metrics.host",
+                format!("expected a string, got {}", describe_value(v)),
+                "use an address such as '127.0.0.1' (the default) or '0.0.0.0'",
+            ))
+        }
+    };
+    let host = match host {
+        None => "127.0.0.1".to_string(),
+        Some(h) if h.is_empty() || h.contains(char::is_whitespace) => {
+            return Err(ConfigError::new(
+                "metrics.host",
+                format!("'{h}' is not a host name or address"),
+                "use an address such as '127.0.0.1' (this machine only, the default) or '0.0.0.0' (every interface)",
+            ))
+        }
+        Some(h) => h.to_string(),
+    };
+    Ok(Some(MetricsListener {
+        port: port as u16,
+        host,
+    }))
+}
+
+/// `string "9464"`, `number -1`, ...: what a wrong value was, for an error message.
+fn describe_value(v: &Value) -> String {
+    let kind = match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let mut text = v.to_string();
+    if text.len() > 40 {
+        text = format!("{}…", text.chars().take(40).collect::<String>());
+    }
+    format!("{kind} {text}")
 }
 
 fn range(name: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
@@ -877,6 +1010,47 @@ mod tests {
             parse(o).unwrap_err().path,
             "circuitBreaker.failureThreshold"
         );
+    }
+
+    #[test]
+    fn metrics_listener_is_off_by_default_and_checked() {
+        assert_eq!(parse(s3db(json!(["u"]))).unwrap().metrics, None);
+        let mut o = s3db(json!(["u"]));
+        o["metrics"] = json!({ "port": 0 });
+        assert_eq!(
+            parse(o.clone()).unwrap().metrics,
+            Some(MetricsListener {
+                port: 0,
+                host: "127.0.0.1".into()
+            })
+        );
+        o["metrics"] = json!({ "port": 9464, "host": "0.0.0.0" });
+        assert_eq!(parse(o.clone()).unwrap().metrics.unwrap().host, "0.0.0.0");
+        o["metrics"] = json!(false);
+        assert_eq!(parse(o.clone()).unwrap().metrics, None);
+        for (metrics, path, says) in [
+            (json!(true), "metrics", "port"),
+            (json!({}), "metrics.port", "no port"),
+            (json!({ "port": 70000 }), "metrics.port", "out of range"),
+            (json!({ "port": "9464" }), "metrics.port", "string \"9464\""),
+            (json!({ "port": -1 }), "metrics.port", "number -1"),
+            (json!({ "port": 1, "host": 7 }), "metrics.host", "number 7"),
+            (
+                json!({ "port": 1, "host": " " }),
+                "metrics.host",
+                "not a host",
+            ),
+            (json!({ "prot": 1 }), "metrics", "port"),
+            (json!(9464), "metrics", "false or an object"),
+        ] {
+            o["metrics"] = metrics.clone();
+            let e = parse(o.clone()).unwrap_err();
+            assert_eq!(e.path, path, "{metrics}: {e}");
+            assert!(
+                format!("{} {}", e.reason, e.hint).contains(says),
+                "{metrics}: {e}"
+            );
+        }
     }
 
     #[test]

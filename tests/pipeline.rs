@@ -246,6 +246,52 @@ async fn batch_size_caps_batches() {
     assert_eq!(engine.stats()[0].batches, 4);
 }
 
+/// A destination that prefers bulk writes gets up to `bulkBatchSize` per write while a backlog
+/// waits (another full batch queued), and `batchSize` batches again once it has caught up.
+#[tokio::test]
+async fn a_backlog_goes_out_in_bulk_batches_where_the_sink_prefers_them() {
+    for (bulk, expected) in [
+        (true, vec![7usize, 7, 6, 2]),
+        (false, vec![3, 3, 3, 3, 3, 3, 2, 2]),
+    ] {
+        let host = TestHost::new();
+        let sink = Arc::new(MemorySink {
+            bulk,
+            ..Default::default()
+        });
+        let engine = start(
+            one_replicator(
+                json!(["users"]),
+                json!({ "concurrency": 1, "batchSize": 3, "bulkBatchSize": 7, "lingerMs": 0 }),
+            ),
+            host.clone(),
+            sinks![sink],
+        );
+        for i in 0..20 {
+            push(
+                &engine,
+                "users",
+                Op::Inserted,
+                rec(&format!("u{i}"), json!({})),
+            );
+        }
+        engine.flush().await;
+        for i in 20..22 {
+            push(
+                &engine,
+                "users",
+                Op::Inserted,
+                rec(&format!("u{i}"), json!({})),
+            );
+        }
+        engine.flush().await;
+        let sizes: Vec<usize> = sink.batches.lock().unwrap().iter().map(Vec::len).collect();
+        assert_eq!(sizes, expected, "prefers bulk: {bulk}");
+        let ids: Vec<String> = sink.changes().into_iter().map(|c| c.id).collect();
+        assert_eq!(ids, (0..22).map(|i| format!("u{i}")).collect::<Vec<_>>());
+    }
+}
+
 #[tokio::test]
 async fn sink_max_batch_size_caps_batches_too() {
     let host = TestHost::new();
@@ -308,6 +354,39 @@ async fn linger_collects_a_burst_into_one_batch() {
             sink.batch_sizes()
         );
     }
+}
+
+/// Light, steady load: a change that arrives alone is routed at once, and so is the next one;
+/// the linger only follows a round that found several changes waiting (virtual time).
+#[tokio::test(start_paused = true)]
+async fn a_lone_change_is_not_held_back_by_the_linger() {
+    let host = TestHost::new();
+    let sink = Arc::new(RecordingSink::default());
+    let engine = start(
+        one_replicator(
+            json!(["users"]),
+            json!({ "concurrency": 1, "lingerMs": 50 }),
+        ),
+        host.clone(),
+        sinks![sink],
+    );
+    for i in 0..3 {
+        push(
+            &engine,
+            "users",
+            Op::Inserted,
+            rec(&format!("lone{i}"), json!({})),
+        );
+        let pushed = Instant::now();
+        engine.flush().await;
+        assert!(
+            pushed.elapsed() < Duration::from_millis(40),
+            "change {i} waited {:?} for the linger",
+            pushed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sink.batch_sizes(), vec![1, 1, 1]);
 }
 
 // =============================================================================================

@@ -2,10 +2,12 @@
 // application uses it. Every line must compile, except those marked @ts-expect-error, which
 // must fail (proving that a wrong payload field is rejected).
 import { Database } from 's3db.js/lite';
-import ReplicatorPluginDefault, { ReplicatorPlugin, type ReplicatorError, type ReplicatorPluginEvents } from 's3db-replicator';
+import ReplicatorPluginDefault, { METRICS_CONTENT_TYPE, ReplicatorPlugin, type MetricsJSON, type ReplicatorError, type ReplicatorPluginEvents } from 's3db-replicator';
 
 const plugin = new ReplicatorPlugin({
   batchSize: 50,
+  bulkBatchSize: 1000,
+  metrics: { port: 9464, host: '127.0.0.1' },
   outbox: { dir: './outbox', fsync: 'interval' },
   replicators: [
     { driver: 's3db', resources: ['users'], config: { connectionString: 'file://./backup' } },
@@ -87,6 +89,12 @@ async function main(): Promise<void> {
   const batch = await plugin.replicateBatch('users', [{ id: 'a' }], { replicator: 's3db' });
   const sync = await plugin.syncAllData('s3db', { batchSize: 10, onProgress: (p) => console.log(p.rate) });
   const dead = await plugin.getDeadLetters({ limit: 5 });
+  const text: string = plugin.metrics();
+  const json: MetricsJSON = plugin.metricsJSON();
+  const delivered = json.s3db_replicator_changes_delivered_total?.samples[0];
+  const latency = json.s3db_replicator_delivery_duration_seconds?.samples[0];
+  const at = plugin.metricsAddress();
+  console.log(text.length, METRICS_CONTENT_TYPE, delivered && 'value' in delivered ? delivered.value : 0, latency && 'buckets' in latency ? latency.buckets[0]?.le : '', at?.url ?? 'off');
   console.log(stats.stats.pending, batch.successful, sync.synced, dead.map((d) => d.code), payload, same);
   try {
     await plugin.retryFailedReplicators();
@@ -97,6 +105,11 @@ async function main(): Promise<void> {
   await plugin.stop();
 }
 void main;
+
+// @ts-expect-error the metrics listener needs a port
+new ReplicatorPlugin({ metrics: { host: '0.0.0.0' }, replicators: [] });
+// @ts-expect-error metrics is false or an object
+new ReplicatorPlugin({ metrics: true, replicators: [] });
 
 // @ts-expect-error maxMessageBytes is a number of bytes
 new ReplicatorPlugin({ replicators: [{ driver: 'sqs', resources: ['a'], config: { queueUrl: 'https://q', maxMessageBytes: '256k' } }] });

@@ -14,7 +14,7 @@ export const DEFAULTS = {
   repeat: 1, // runs of every variant; the table shows medians
   concurrency: 64, // writes in flight for the concurrent writer (and the HTTP limit client)
   timeout: 300, // seconds a run may take to deliver everything before it is called incomplete
-  writers: 'seq,conc,seq-yield,conc-yield',
+  writers: 'seq,conc,seq-yield,conc-yield,paced-1000,paced-5000',
   // A SQL or AWS destination whose server does not answer is skipped (unless named in --dests).
   // sqs is opt-in: moto's SQS slows down with every message a queue holds (see bench/README.md).
   dests: 's3db,webhook,postgres,mysql,dynamodb',
@@ -32,7 +32,7 @@ export const DEFAULTS = {
 
 const DEFAULTS_TMP = os.tmpdir();
 const HELP = `usage: node bench/compare.mjs [--n 10000] [--quick] [--big] [--repeat 1]
-       [--writers seq,conc,seq-yield,conc-yield] [--dests s3db,webhook,postgres,mysql,dynamodb] (also: sqs)
+       [--writers seq,conc,seq-yield,conc-yield,paced-1000,paced-5000] [--dests s3db,webhook,postgres,mysql,dynamodb] (also: sqs)
        [--pg-url postgres://postgres@127.0.0.1:5432/test] [--mysql-url mysql://root@127.0.0.1:3306/test]
          (defaults: $POSTGRES_URL / $MYSQL_URL, else these; tables are created and dropped per run)
        [--aws-url http://127.0.0.1:45660]   (moto, for sqs and dynamodb: scripts/services/moto.sh starts it;

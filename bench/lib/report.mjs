@@ -9,6 +9,8 @@ const SCENARIO_NAMES = {
   conc: 'concurrent (64)',
   'seq-yield': 'sequential, yielding',
   'conc-yield': 'concurrent (64), yielding',
+  'paced-1000': 'paced, 1,000/s',
+  'paced-5000': 'paced, 5,000/s',
 };
 
 const num = (v, digits = 0) => (Number.isFinite(v) ? v.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : '—');
@@ -82,6 +84,8 @@ function renderComparison(a, out) {
     out.push(`Skipped (server did not answer): ${opts.skippedDests.join(', ')}.`);
     out.push('');
   }
+
+  renderAims(a, out, scenarios, base);
 
   out.push('## Throughput and write path');
   out.push('');
@@ -201,6 +205,45 @@ function renderComparison(a, out) {
   if (Number.isFinite(L.sqsBatch)) limitRows.push([`SQS (moto): SendMessageBatch of 10 from the AWS SDK for JavaScript, ${opts.concurrency} in flight, into a fresh queue (its best case; moto slows as a queue fills) (messages/s)`, num(L.sqsBatch)]);
   if (Number.isFinite(L.ddbBatch)) limitRows.push([`DynamoDB (moto): BatchWriteItem of 25 from the AWS SDK for JavaScript, ${opts.concurrency} in flight (items/s)`, num(L.ddbBatch)]);
   out.push(table(['Limit', 'Rate'], limitRows));
+  out.push('');
+}
+
+/**
+ * The figures the performance aims are stated in, ours only (stock beside where it helps), one
+ * row per destination: each cell the range over the writers it applies to.
+ */
+function renderAims(a, out, scenarios, base) {
+  const { opts } = a;
+  const range = (values) => {
+    const v = values.filter(Number.isFinite);
+    if (v.length === 0) return '—';
+    const lo = Math.min(...v);
+    const hi = Math.max(...v);
+    const f = (x) => (Math.abs(x) >= 100 ? x.toFixed(0) : x.toFixed(2));
+    return lo === hi ? f(lo) : `${f(lo)}–${f(hi)}`;
+  };
+  const paced = opts.writers.filter((w) => w.startsWith('paced-'));
+  const yielding = opts.writers.filter((w) => w.endsWith('-yield'));
+  const unpaced = opts.writers.filter((w) => !w.startsWith('paced-'));
+  const rows = opts.dests.map((dest) => {
+    const mine = (writer, path) => a.get('writes', 'ours', dest, writer, path);
+    const delivered = unpaced.map((w) => mine(w, 'deliveredRate') / base(w, 'writeRate'));
+    const writePath = yielding.map((w) => mine(w, 'writeRate') / base(w, 'writeRate'));
+    // JS-thread microseconds per change the plugin adds: ours minus the no-plugin run.
+    const jsUs = unpaced.map((w) => ((mine(w, 'jsCpuSec') - base(w, 'jsCpuSec')) / opts.n) * 1e6);
+    const p99 = paced.map((w) => mine(w, 'lag.p99'));
+    const p50 = paced.map((w) => mine(w, 'lag.p50'));
+    const p50Stock = paced.map((w) => a.get('writes', 'stock', dest, w, 'lag.p50'));
+    const limit = a.engineLimit(dest);
+    const limit2 = a.engineLimit2?.(dest) ?? NaN;
+    const engine = a.get('engine', 'ours', dest, '-', 'rate');
+    return [dest, range(delivered), range(writePath), range(jsUs), range(p99), `${range(p50)} (stock ${range(p50Stock)})`, ratio(engine / limit), ratio(engine / limit2)];
+  });
+  out.push('## The aims in one table (ours)');
+  out.push('');
+  out.push(`Ranges over the writers each figure applies to. Delivered ÷ source: ${unpaced.join(', ')}; write path: ${yielding.join(', ') || '—'} (with ÷ without the plugin); JS-thread µs per change: ours minus the no-plugin run (schedstat); lag: the paced writers (${paced.join(', ') || 'none run'}); engine path: replicateBatch ÷ the destination's physical limit (postgres: one COPY, mysql: one multi-row INSERT, webhook: the server's limit) and ÷ the 2nd limit (SQL: 1,000-row statements).`);
+  out.push('');
+  out.push(table(['Destination', 'Delivered ÷ source', 'Write path (yielding)', 'JS-thread µs/change', 'Paced lag p99 ms', 'Paced lag p50 ms', 'Engine path ÷ limit', '÷ 2nd limit'], rows));
   out.push('');
 }
 

@@ -76,15 +76,32 @@ function apply(resource, o) {
 
 const turn = () => new Promise((resolve) => setImmediate(resolve));
 
+/** `paced-1000` → 1000 (changes per second), anything else → null. */
+export function pacedRate(writer) {
+  const m = /^paced-(\d+)$/.exec(writer);
+  return m ? Number(m[1]) : null;
+}
+
+/** Resolves at `at` (performance.now() ms), or on the next turn when that has passed. */
+const until = (at) => new Promise((resolve) => {
+  const wait = at - performance.now();
+  if (wait > 0) setTimeout(resolve, wait);
+  else setImmediate(resolve);
+});
+
 /**
- * Applies the script. `writer`: seq | conc | seq-yield | conc-yield. With `conc`, the ops are
- * split by record over `concurrency` workers, each applying its share in order, so one
- * record's writes never overlap and `concurrency` writes are in flight.
+ * Applies the script. `writer`: seq | conc | seq-yield | conc-yield | paced-<rate>. With `conc`,
+ * the ops are split by record over `concurrency` workers, each applying its share in order, so
+ * one record's writes never overlap and `concurrency` writes are in flight. `paced-<rate>` is
+ * an open-loop writer at a fixed rate (op k starts at k / rate seconds, on the same record
+ * split, so a slow write delays only its record's next ones): the light, steady load of a
+ * real application, where lag rather than throughput is what matters.
  * Records, per op, when its write resolved (`resolved[k]`, performance.now() ms).
  */
 export async function runWriter(resource, ops, { writer, concurrency = 64 }) {
+  const rate = pacedRate(writer);
   const yielding = writer.endsWith('-yield');
-  const workers = writer.startsWith('conc') ? concurrency : 1;
+  const workers = writer.startsWith('conc') || rate ? concurrency : 1;
   const resolved = new Float64Array(ops.length);
   const queues = Array.from({ length: workers }, () => []);
   const workerOf = new Map();
@@ -99,6 +116,7 @@ export async function runWriter(resource, ops, { writer, concurrency = 64 }) {
   const started = performance.now();
   await Promise.all(queues.map(async (queue) => {
     for (const o of queue) {
+      if (rate) await until(started + (o.k * 1000) / rate);
       await apply(resource, o);
       resolved[o.k] = performance.now();
       if (yielding) await turn();

@@ -78,6 +78,15 @@ pub(super) async fn run(
 ) {
     let r = &shared.replicators[rep];
     let max = shared.config.batch_size.min(r.sink.max_batch_size()).max(1);
+    let bulk = if r.sink.prefers_bulk() {
+        shared
+            .config
+            .bulk_batch_size
+            .max(max)
+            .min(r.sink.max_batch_size())
+    } else {
+        max
+    };
     let mut cancel = shared.cancel.clone();
     let mut drain = shared.drain.clone();
     loop {
@@ -95,7 +104,10 @@ pub(super) async fn run(
             },
         };
         let mut batch = vec![first];
-        while batch.len() < max {
+        // A backlog (another full batch already waiting) goes out in bulk where that is
+        // cheaper; live changes keep their small, prompt batches.
+        let limit = if rx.len() >= max { bulk } else { max };
+        while batch.len() < limit {
             match rx.try_recv() {
                 Ok(d) => batch.push(d),
                 Err(_) => break,
@@ -117,12 +129,14 @@ pub(super) async fn run(
             },
         };
         finish(&shared, r, &batch, &mut outcomes);
+        observe_batch(r, &outcomes);
         // Outcomes first: flush() takes a settled batch as reported to the host.
         shared
             .host
             .emit(outcomes, shared.pending().saturating_sub(n));
+        // Idle before settled: whoever flush() lets go reads no lag or in-flight batch left.
+        r.lanes[lane].busy_since.store(0, SeqCst);
         r.lanes[lane].settled.fetch_add(n, SeqCst);
-        r.lanes[lane].busy_since.store(0, Relaxed);
         // Two lanes finishing together may both have reported work pending: whoever sees the
         // engine idle after settling says so, so the host can release the event loop.
         if shared.pending() == 0 {
@@ -148,6 +162,17 @@ pub(super) async fn run(
         r.lanes[lane].settled.fetch_add(n, SeqCst);
     }
     shared.progress.notify_waiters();
+}
+
+/// Each delivered change's latency, buffered and added to the shared histogram once per batch.
+fn observe_batch(r: &Replicator, outcomes: &[Outcome]) {
+    let latency = r.metrics.delivery_seconds.local();
+    for o in outcomes {
+        if o.status == OutcomeStatus::Replicated {
+            latency.observe(o.duration / 1000.0);
+        }
+    }
+    latency.flush();
 }
 
 fn failed_outcomes(
@@ -187,9 +212,9 @@ fn outcome(
 ) -> Outcome {
     let route = &r.routes[d.route];
     match status {
-        OutcomeStatus::Replicated => Metrics::add(&r.metrics.delivered, 1),
-        OutcomeStatus::Failed => Metrics::add(&r.metrics.failed, 1),
-        OutcomeStatus::Skipped => Metrics::add(&r.metrics.skipped, 1),
+        OutcomeStatus::Replicated => r.metrics.count(d.route, Count::Delivered, 1),
+        OutcomeStatus::Failed => r.metrics.count(d.route, Count::Failed, 1),
+        OutcomeStatus::Skipped => r.metrics.count(d.route, Count::Skipped, 1),
     }
     if let Some((e, _)) = error {
         r.metrics.set_last_error(&e.message);
@@ -212,7 +237,7 @@ fn outcome(
     }
 }
 
-use super::metrics::Metrics;
+use super::metrics::Count;
 
 /// Book-keeping once a batch is settled: failures become dead letters (persisted before the
 /// outbox lets go of the change), a delivery supersedes older dead letters of its record, and
@@ -250,7 +275,7 @@ fn finish(shared: &Shared, r: &Replicator, batch: &[Delivery], outcomes: &mut [O
                 };
                 o.dead_letter_id = Some(shared.dead_letters.put(letter, d.redelivery));
                 if d.redelivery.is_none() {
-                    Metrics::add(&r.metrics.dead_lettered, 1);
+                    r.metrics.count(d.route, Count::DeadLettered, 1);
                 }
             }
             OutcomeStatus::Skipped => {
@@ -274,7 +299,8 @@ enum Prepared {
 }
 
 async fn process(shared: &Shared, r: &Replicator, batch: &[Delivery]) -> Vec<Outcome> {
-    Metrics::add(&r.metrics.batches, 1);
+    r.metrics.batches.inc();
+    r.metrics.batch_size.observe(batch.len() as f64);
     let prepared = prepare(shared, r, batch).await;
     let mut changes = Vec::new();
     let mut slots = Vec::new();
@@ -566,7 +592,7 @@ fn write<'a>(
                         break;
                     }
                     report_held(shared, r, &changes, &mut reported_held, newly_held, tries);
-                    Metrics::add(&r.metrics.retried, again.len() as u64);
+                    count_retries(r, &changes, &again);
                     let e = wait_for.unwrap_or_else(|| SinkError::retryable("partial failure"));
                     backoff(shared, r, attempt.max(1), &e).await;
                     todo = again;
@@ -578,7 +604,7 @@ fn write<'a>(
                     }
                     r.metrics.set_last_error(&e.message);
                     tracing::warn!(message = "Retrying batch.", replicator = %r.id, attempt = tries, events = todo.len(), code = e.code().as_str(), error = %e.message);
-                    Metrics::add(&r.metrics.retried, todo.len() as u64);
+                    count_retries(r, &changes, &todo);
                     backoff(shared, r, attempt.max(1), &e).await;
                 }
                 Err(e) if !e.is_retryable() && todo.len() > 1 => {
@@ -615,6 +641,14 @@ fn write<'a>(
     })
 }
 
+/// One more attempt for each of these changes (indexes into `changes`), per source resource.
+fn count_retries(r: &Replicator, changes: &[Change], retried: &[usize]) {
+    for &i in retried {
+        r.metrics
+            .count_resource(&changes[i].resource, Count::Retried, 1);
+    }
+}
+
 /// Reports the changes of `newly` that used their retry budget while the destination is down,
 /// each once per write: they are held for redelivery, not failed (see [`Host::held`]).
 fn report_held(
@@ -643,7 +677,9 @@ fn report_held(
         });
     }
     if !out.is_empty() {
-        Metrics::add(&r.metrics.held, out.len() as u64);
+        for h in &out {
+            r.metrics.count_resource(&h.resource_name, Count::Held, 1);
+        }
         shared.host.held(out);
     }
 }

@@ -1,22 +1,63 @@
-//! Counters behind `getReplicatorStats()`. Atomics only: read from the JS thread, written by lanes.
+//! One replicator's counters and histograms, behind `getReplicatorStats()` and the Prometheus
+//! exposition (see `exposition.rs`). Every handle is resolved at start, one set per source
+//! resource of the replicator's routes (known then, so the label set stays bounded): counting a
+//! change is one relaxed atomic add, with no lookup and no lock.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
+use prometheus::{Histogram, IntCounter};
 use serde::Serialize;
 
 use super::breaker::{BreakerSnapshot, BreakerState};
+use super::exposition::Exposition;
+use crate::config::Route;
 
-#[derive(Default)]
-pub struct Metrics {
-    pub received: AtomicU64,
-    pub delivered: AtomicU64,
-    pub failed: AtomicU64,
-    pub skipped: AtomicU64,
-    pub retried: AtomicU64,
-    pub dead_lettered: AtomicU64,
-    pub held: AtomicU64,
-    pub batches: AtomicU64,
+/// What happened to a change, counted per (replicator, source resource).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Count {
+    /// Routed to this replicator (once per destination).
+    Received,
+    Delivered,
+    Failed,
+    /// Dropped on purpose by `shouldReplicate` or a transform returning null.
+    Skipped,
+    /// One extra write attempt of one change.
+    Retried,
+    /// Failed and kept as a dead letter (a re-sent dead letter that fails again is not new).
+    DeadLettered,
+    /// Used its retry budget while the destination was down: waits, not lost (once per change).
+    Held,
+}
+
+impl Count {
+    pub const ALL: [Count; 7] = [
+        Count::Received,
+        Count::Delivered,
+        Count::Failed,
+        Count::Skipped,
+        Count::Retried,
+        Count::DeadLettered,
+        Count::Held,
+    ];
+}
+
+/// The counters of one source resource.
+struct ResourceCounters {
+    resource: String,
+    /// Indexed by `Count as usize`.
+    counters: Vec<IntCounter>,
+}
+
+pub(crate) struct Metrics {
+    resources: Vec<ResourceCounters>,
+    /// Route index → its source resource's position in `resources`.
+    route_slot: Vec<usize>,
+    pub batches: IntCounter,
+    /// Changes per batch a lane takes.
+    pub batch_size: Histogram,
+    /// From `push` to the destination's acknowledgement, per delivered change.
+    pub delivery_seconds: Histogram,
     pub last_success_ms: AtomicU64,
     pub last_error: Mutex<Option<String>>,
 }
@@ -58,8 +99,62 @@ pub struct ReplicatorStats {
 }
 
 impl Metrics {
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Relaxed);
+    /// Registers this replicator's series (every resource of its routes) in `exposition`.
+    pub fn new(exposition: &Exposition, id: &str, driver: &str, routes: &[Route]) -> Self {
+        let mut resources: Vec<ResourceCounters> = Vec::new();
+        let mut route_slot = Vec::with_capacity(routes.len());
+        for route in routes {
+            let slot = match resources.iter().position(|r| r.resource == route.source) {
+                Some(slot) => slot,
+                None => {
+                    resources.push(ResourceCounters {
+                        resource: route.source.clone(),
+                        counters: Count::ALL
+                            .iter()
+                            .map(|&c| exposition.change_counter(c, id, driver, &route.source))
+                            .collect(),
+                    });
+                    resources.len() - 1
+                }
+            };
+            route_slot.push(slot);
+        }
+        let handles = exposition.replicator_handles(id, driver);
+        Self {
+            resources,
+            route_slot,
+            batches: handles.batches,
+            batch_size: handles.batch_size,
+            delivery_seconds: handles.delivery_seconds,
+            last_success_ms: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// Counts `n` changes of the route numbered `route`.
+    pub fn count(&self, route: usize, what: Count, n: u64) {
+        if let Some(r) = self
+            .route_slot
+            .get(route)
+            .and_then(|&s| self.resources.get(s))
+        {
+            r.counters[what as usize].inc_by(n);
+        }
+    }
+
+    /// Counts `n` changes of source resource `resource` (where only the name is at hand).
+    pub fn count_resource(&self, resource: &str, what: Count, n: u64) {
+        if let Some(r) = self.resources.iter().find(|r| r.resource == resource) {
+            r.counters[what as usize].inc_by(n);
+        }
+    }
+
+    /// All resources together.
+    pub fn total(&self, what: Count) -> u64 {
+        self.resources
+            .iter()
+            .map(|r| r.counters[what as usize].get())
+            .sum()
     }
 
     pub fn set_last_error(&self, message: &str) {
@@ -89,14 +184,14 @@ impl Metrics {
             id: id.to_string(),
             driver: driver.to_string(),
             enabled,
-            received: self.received.load(Relaxed),
-            delivered: self.delivered.load(Relaxed),
-            failed: self.failed.load(Relaxed),
-            skipped: self.skipped.load(Relaxed),
-            retried: self.retried.load(Relaxed),
-            dead_lettered: self.dead_lettered.load(Relaxed),
-            held: self.held.load(Relaxed),
-            batches: self.batches.load(Relaxed),
+            received: self.total(Count::Received),
+            delivered: self.total(Count::Delivered),
+            failed: self.total(Count::Failed),
+            skipped: self.total(Count::Skipped),
+            retried: self.total(Count::Retried),
+            dead_lettered: self.total(Count::DeadLettered),
+            held: self.total(Count::Held),
+            batches: self.batches.get(),
             queued,
             oldest_pending_ms,
             health,

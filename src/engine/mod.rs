@@ -7,6 +7,7 @@
 
 mod breaker;
 mod dead_letters;
+mod exposition;
 mod host;
 mod lane;
 mod metrics;
@@ -42,6 +43,7 @@ use crate::outbox::EntryRef;
 use crate::sinks::{SchemaEvent, Sink, SinkContext};
 use breaker::Breaker;
 use dead_letters::DeadLetters;
+use exposition::Exposition;
 use lane::LaneHandle;
 use metrics::Metrics;
 use outbox::Outbox;
@@ -115,6 +117,14 @@ impl Replicator {
             .max()
             .unwrap_or(0)
     }
+
+    /// Lanes writing (or retrying) a batch now.
+    fn in_flight_batches(&self) -> u64 {
+        self.lanes
+            .iter()
+            .filter(|l| l.busy_since_ms().is_some())
+            .count() as u64
+    }
 }
 
 pub(crate) struct Shared {
@@ -137,6 +147,8 @@ pub(crate) struct Shared {
     replayed_snapshots_until: u64,
     /// The last seq accepted when a sync ended: its snapshots may still be queued until then.
     sync_tail: AtomicU64,
+    /// The Prometheus registry behind `metrics()`.
+    exposition: Exposition,
 }
 
 impl Shared {
@@ -212,7 +224,10 @@ impl Engine {
         let log = EngineLog::register(config.log_level, Arc::new(HostLog(host.clone())));
         // Start-up (outbox recovery, replay) and the outbox thread run in the engine's span.
         let entered = log.span().clone().entered();
-        let (outbox, replay) = Outbox::open(&config.outbox).map_err(outbox_error)?;
+        let exposition = Exposition::new();
+        let (outbox, replay) =
+            Outbox::open(&config.outbox, exposition.outbox_handles()).map_err(outbox_error)?;
+        exposition.replayed(replay.len() as u64);
         let dead_letters = DeadLetters::open(config.outbox.dir.as_deref()).map_err(outbox_error)?;
         let (cancel_tx, cancel_rx) = watch::channel(false);
         let (drain_tx, drain_rx) = watch::channel(false);
@@ -268,7 +283,7 @@ impl Engine {
                 policy,
                 breaker: Breaker::new(config.breaker),
                 lanes,
-                metrics: Metrics::default(),
+                metrics: Metrics::new(&exposition, &rc.id, &rc.driver, &rc.routes),
             });
         }
         let replayed_snapshots_until = replay
@@ -291,6 +306,7 @@ impl Engine {
             syncs: AtomicU32::new(0),
             replayed_snapshots_until,
             sync_tail: AtomicU64::new(0),
+            exposition,
         });
         let (intake_tx, intake_rx) = mpsc::unbounded_channel();
         // What was accepted before a crash (or a stop deadline) goes first, in its order.
@@ -660,6 +676,16 @@ impl Engine {
                 )
             })
             .collect()
+    }
+
+    /// Every metric in the Prometheus text exposition format, version 0.0.4.
+    pub fn metrics_text(&self) -> String {
+        self.shared.exposition.text(&self.shared)
+    }
+
+    /// The same metrics as JSON: `{ name: { type, help, samples } }` (see `Exposition::json`).
+    pub fn metrics_json(&self) -> serde_json::Value {
+        self.shared.exposition.json(&self.shared)
     }
 
     /// Undelivered changes, all replicators together (plus those not yet routed).

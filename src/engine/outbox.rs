@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::exposition::OutboxHandles;
 use crate::config::OutboxConfig;
 use crate::outbox::{Entry, EntryRef, LogOptions, OutboxError, SegmentLog};
 
@@ -30,7 +31,8 @@ pub(crate) struct Outbox {
     /// The seq the next accepted change gets.
     next_seq: Arc<AtomicU64>,
     appended: Arc<AtomicU64>,
-    append_errors: AtomicU64,
+    /// Its metrics: appends that failed, fsync durations.
+    metrics: OutboxHandles,
     replayed: u64,
     stop: Arc<AtomicBool>,
     worker: Mutex<Option<JoinHandle<()>>>,
@@ -57,7 +59,10 @@ pub struct OutboxInfo {
 
 impl Outbox {
     /// Opens the log (if on disk) and returns the changes to replay, oldest first.
-    pub fn open(config: &OutboxConfig) -> Result<(Self, Vec<Entry>), OutboxError> {
+    pub fn open(
+        config: &OutboxConfig,
+        metrics: OutboxHandles,
+    ) -> Result<(Self, Vec<Entry>), OutboxError> {
         let (log, entries, next, id) = match &config.dir {
             Some(dir) => {
                 let (log, recovered) = SegmentLog::open(
@@ -96,7 +101,7 @@ impl Outbox {
             ledger: Arc::new(Mutex::new(ledger)),
             next_seq: Arc::new(AtomicU64::new(next)),
             appended: Arc::new(AtomicU64::new(0)),
-            append_errors: AtomicU64::new(0),
+            metrics,
             replayed: entries.len() as u64,
             stop: Arc::new(AtomicBool::new(false)),
             worker: Mutex::new(None),
@@ -138,7 +143,9 @@ impl Outbox {
                     self.appended.fetch_add(1, Relaxed);
                 }
                 Err(error) => {
-                    if self.append_errors.fetch_add(1, Relaxed) == 0 {
+                    let first = self.metrics.append_errors.get() == 0;
+                    self.metrics.append_errors.inc();
+                    if first {
                         tracing::error!(message = "Could not write to the outbox; changes are kept in memory only.", %error);
                     }
                 }
@@ -210,6 +217,7 @@ impl Outbox {
         let next_seq = self.next_seq.clone();
         let appended = self.appended.clone();
         let stop = self.stop.clone();
+        let fsync_seconds = self.metrics.fsync_seconds.clone();
         let tick = Duration::from_millis(fsync_interval_ms.unwrap_or(50));
         let fsync = fsync_interval_ms.is_some();
         // The thread's events belong to the engine that opened the outbox.
@@ -225,9 +233,11 @@ impl Outbox {
                     let n = appended.load(Relaxed);
                     if fsync && n != synced {
                         synced = n;
+                        let started = std::time::Instant::now();
                         if let Err(error) = log.sync() {
                             tracing::error!(message = "Outbox fsync failed.", %error);
                         }
+                        fsync_seconds.observe(started.elapsed().as_secs_f64());
                     }
                     // What is settled is recorded as settled within one tick, so a process that
                     // ends right after its deliveries does not replay them at the next start.
@@ -297,7 +307,7 @@ impl Outbox {
             bytes: self.log().map_or(0, |l| l.size_bytes()),
             segments: self.log().map_or(0, |l| l.segments()),
             replayed: self.replayed,
-            append_errors: self.append_errors.load(Relaxed),
+            append_errors: self.metrics.append_errors.get(),
         }
     }
 }

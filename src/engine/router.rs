@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::metrics::Count;
 use super::{now_ms, Delivery, Intake, Outcome, OutcomeStatus, Shared};
 use crate::error::ErrorCode;
 use crate::event::{clean_record, parse_change, ChangeEvent};
@@ -56,11 +57,12 @@ pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Int
         if shared.syncs.load(SeqCst) == 0 && last >= tail && !recent.is_empty() {
             recent = HashMap::new();
         }
-        // Stay off the channel for one linger period: pushes arriving meanwhile queue up without
-        // waking this task. A wake is a cross-thread unpark paid inside push() by the JS thread,
-        // so this caps that cost at one per lingerMs under load and batches the lanes' input.
-        // An idle engine still routes the next change at once (the wait comes after routing).
-        if linger > Duration::ZERO && !*cancel.borrow() {
+        // Under load (this round found more than one change waiting), stay off the channel for
+        // one linger period: pushes arriving meanwhile queue up without waking this task. A
+        // wake is a cross-thread unpark paid inside push() by the JS thread, so this caps that
+        // cost at one per lingerMs under load and batches the lanes' input. A change that came
+        // alone (light, steady load) is followed at once: no linger adds to its successor's lag.
+        if n > 1 && linger > Duration::ZERO && !*cancel.borrow() {
             tokio::select! {
                 _ = tokio::time::sleep(linger) => {}
                 _ = cancel.changed() => {}
@@ -160,9 +162,7 @@ fn route(shared: &Shared, recent: &mut Recent, intake: Intake, out: &mut Vec<Out
         .add_deliveries(event.seq, targets.len() as u32);
     for &(ri, r) in &targets {
         let rep = &shared.replicators[ri];
-        rep.metrics
-            .received
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        rep.metrics.count(r, Count::Received, 1);
         let lane = lane_of(&rep.routes[r].dest, &event.id, rep.lanes.len());
         let gone = rep.lanes[lane].send(Delivery {
             event: event.clone(),

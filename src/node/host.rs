@@ -2,11 +2,15 @@
 //! Every call crosses as one JSON string per batch: V8 parses JSON faster than napi can
 //! build the same objects property by property.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use napi::bindgen_prelude::Promise;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use serde::{Deserialize, Serialize};
+
+use super::outcomes::OutcomeChannel;
 
 use crate::engine::{
     CallbackCall, CallbackResult, CircuitEvent, HeldChange, Host, ItemResults, Outcome,
@@ -25,7 +29,8 @@ pub type JsEventFn = ThreadsafeFunction<String, (), String, Status, false, true>
 pub struct JsHost {
     pub callbacks: JsAsyncFn,
     pub deliver: JsAsyncFn,
-    pub events: JsEventFn,
+    /// Outcomes, circuit and held messages, coalesced (see [`OutcomeChannel`]).
+    pub outcomes: Arc<OutcomeChannel>,
 }
 
 async fn call(f: &JsAsyncFn, arg: String, what: &str) -> Result<Option<String>, String> {
@@ -50,12 +55,6 @@ struct ItemError {
     error: String,
     #[serde(default)]
     retryable: bool,
-}
-
-#[derive(Serialize)]
-struct EventsMessage {
-    outcomes: Vec<Outcome>,
-    pending: u64,
 }
 
 #[async_trait]
@@ -103,39 +102,28 @@ impl Host for JsHost {
     }
 
     fn emit(&self, outcomes: Vec<Outcome>, pending: u64) {
-        if let Ok(json) = serde_json::to_string(&EventsMessage { outcomes, pending }) {
-            let status = self
-                .events
-                .call(json, ThreadsafeFunctionCallMode::NonBlocking);
-            if status != Status::Ok {
-                tracing::debug!(
-                    message = "Could not report outcomes; the host is closing.",
-                    ?status
-                );
-            }
-        }
+        self.outcomes.emit(outcomes, pending);
     }
 
     fn circuit(&self, event: CircuitEvent) {
         if let Ok(json) = serde_json::to_string(&serde_json::json!({ "circuit": event })) {
-            let _ = self
-                .events
-                .call(json, ThreadsafeFunctionCallMode::NonBlocking);
+            self.outcomes.send_other(json);
         }
     }
 
     fn held(&self, changes: Vec<HeldChange>) {
         if let Ok(json) = serde_json::to_string(&serde_json::json!({ "held": changes })) {
-            let _ = self
-                .events
-                .call(json, ThreadsafeFunctionCallMode::NonBlocking);
+            self.outcomes.send_other(json);
         }
     }
 
     fn log(&self, records: Vec<LogRecord>) {
+        // Straight to the function, not through the outcome buffer: a log line can be emitted
+        // while that buffer's lock is held (it logs when the host is closing).
         if let Ok(json) = serde_json::to_string(&serde_json::json!({ "logs": records })) {
             let _ = self
-                .events
+                .outcomes
+                .events()
                 .call(json, ThreadsafeFunctionCallMode::NonBlocking);
         }
     }
@@ -143,8 +131,10 @@ impl Host for JsHost {
     async fn barrier(&self) {
         // Calls on one threadsafe function run in order: once this one ran, so did every
         // outcome emitted before it.
+        self.outcomes.send_buffered();
         let _ = self
-            .events
+            .outcomes
+            .events()
             .call_async_catch("{\"barrier\":true}".into())
             .await;
     }

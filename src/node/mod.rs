@@ -2,6 +2,7 @@
 
 mod error;
 mod host;
+mod outcomes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use crate::error::ErrorCode;
 use crate::event::Op;
 use error::{coded, Code};
 use host::{JsAsyncFn, JsEventFn, JsHost};
+use outcomes::OutcomeChannel;
 
 /// A configuration problem, for the plugin's `ReplicatorError`.
 #[napi(object)]
@@ -56,6 +58,7 @@ pub struct StopResult {
 pub struct ReplicationEngine {
     engine: Arc<Engine>,
     config: EngineConfig,
+    outcomes: Arc<OutcomeChannel>,
 }
 
 #[napi]
@@ -77,15 +80,18 @@ impl ReplicationEngine {
         })?;
         // Engine logs reach the plugin's logger (the layer is installed once per process).
         crate::logs::install();
+        // At most one outcome message per intake linger (capped: a long linger must not delay events).
+        let outcomes = OutcomeChannel::new(events, config.linger_ms.min(20));
         let host = Arc::new(JsHost {
             callbacks,
             deliver,
-            events,
+            outcomes: outcomes.clone(),
         });
         let engine = within_runtime_if_available(|| Engine::start(config.clone(), host))?;
         Ok(Self {
             engine: Arc::new(engine),
             config,
+            outcomes,
         })
     }
 
@@ -139,6 +145,13 @@ impl ReplicationEngine {
                 snapshot_after: Some(read_after.max(0.0) as u64),
             },
         )?)
+    }
+
+    /// Whether delivered (`replicated`) and skipped changes are reported one by one (someone
+    /// listens for them) or only counted. Failures and ticketed changes are always reported.
+    #[napi]
+    pub fn set_outcome_detail(&self, replicated: bool, skipped: bool) {
+        self.outcomes.set_detail(replicated, skipped);
     }
 
     /// The seq of the last accepted change (0 before the first).
@@ -263,6 +276,18 @@ impl ReplicationEngine {
     #[napi(ts_return_type = "import('./plugin').NativeReplicatorStats[]")]
     pub fn stats(&self) -> Value {
         serde_json::to_value(self.engine.stats()).unwrap_or(Value::Null)
+    }
+
+    /// Every metric in the Prometheus text exposition format (version 0.0.4).
+    #[napi(catch_unwind)]
+    pub fn metrics_text(&self) -> String {
+        self.engine.metrics_text()
+    }
+
+    /// The same metrics as an object: `{ name: { type, help, samples } }`.
+    #[napi(catch_unwind, ts_return_type = "import('./plugin').MetricsJSON")]
+    pub fn metrics_json(&self) -> Value {
+        self.engine.metrics_json()
     }
 
     /// Undelivered changes in total.

@@ -103,6 +103,12 @@ pub trait Sink: Send + Sync {
     fn max_batch_size(&self) -> usize {
         usize::MAX
     }
+    /// One large write costs this destination far less than many small ones (one statement
+    /// or bulk request per table): under a backlog, lanes hand it up to `bulkBatchSize`
+    /// changes per write instead of `batchSize`.
+    fn prefers_bulk(&self) -> bool {
+        false
+    }
     /// The sink's own retry settings (e.g. the webhook's `retries`), replacing the plugin's.
     fn retry_policy(&self) -> Option<RetryPolicy> {
         None

@@ -22,6 +22,8 @@ pub struct MemorySink {
     /// Report poison records as per-item failures instead of failing the whole batch.
     pub per_item: bool,
     pub delay: Option<Duration>,
+    /// Say it prefers bulk writes (as the SQL sinks do).
+    pub bulk: bool,
 }
 
 impl MemorySink {
@@ -38,6 +40,10 @@ impl MemorySink {
 
 #[async_trait]
 impl Sink for MemorySink {
+    fn prefers_bulk(&self) -> bool {
+        self.bulk
+    }
+
     async fn write_batch(&self, batch: &[Change]) -> Result<BatchOutcome, SinkError> {
         if let Some(d) = self.delay {
             tokio::time::sleep(d).await;

@@ -509,6 +509,12 @@ fn classify(what: &str, e: &MongoError, config: &MongoDbConfig) -> SinkError {
 
 #[async_trait]
 impl Sink for MongoDbSink {
+    /// One statement (bulk write) per table carries a whole batch, chunked below the
+    /// server's limits: a big batch costs about one round trip.
+    fn prefers_bulk(&self) -> bool {
+        true
+    }
+
     async fn healthcheck(&self) -> Result<(), SinkError> {
         let client = self.client().await?;
         self.bounded(

@@ -317,6 +317,12 @@ fn inferred_schema<'a>(changes: impl Iterator<Item = &'a Change>) -> ResourceSch
 
 #[async_trait]
 impl<B: SqlBackend> Sink for SqlSink<B> {
+    /// One statement (bulk write) per table carries a whole batch, chunked below the
+    /// server's limits: a big batch costs about one round trip.
+    fn prefers_bulk(&self) -> bool {
+        true
+    }
+
     async fn healthcheck(&self) -> Result<(), SinkError> {
         match self.backend.ping().await {
             Ok(()) => Ok(()),

@@ -17,7 +17,7 @@ use crate::event::Change;
 use crate::sinks::{BatchOutcome, Sink};
 
 /// Most requests one sink has in flight without `batch` (records are sent in parallel).
-const MAX_IN_FLIGHT: usize = 32;
+const MAX_IN_FLIGHT: usize = 64;
 
 pub struct WebhookSink {
     config: WebhookConfig,
