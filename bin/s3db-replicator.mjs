@@ -12,6 +12,9 @@ import { parseArgs } from 'node:util';
 
 import { redact, secretsOf } from '../lib/redact.js';
 
+// `worker` (JetStream outbox delivery) lives in its own module.
+if (process.argv[2] === 'worker') process.exit(await (await import('../lib/worker.js')).runWorker(process.argv.slice(3)));
+
 const VERSION = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version;
 
 const SYNC_USAGE = `Usage: s3db-replicator sync --connection <connection string> --config <file.mjs> [options]
