@@ -655,6 +655,13 @@ export class ReplicatorPlugin extends Plugin {
   }
 
   _requireEngine(operation) {
+    if (this._mode === 'publish' && !this._stopping) {
+      throw new ReplicatorError(`ReplicatorPlugin: ${operation}() delivers, and mode 'publish' delivers nothing`, {
+        code: 'ERR_NOT_SUPPORTED',
+        description: "In mode 'publish' changes go to JetStream and the workers deliver them. Call it in a process with mode 'both', or in a worker (s3db-replicator worker --config ...).",
+        context: { operation, mode: this._mode },
+      });
+    }
     if (!this._engine || this._stopping) {
       throw new ReplicatorError('ReplicatorPlugin is not running', {
         code: this._stopping ? 'ERR_STOPPED' : 'ERR_NOT_INSTALLED',

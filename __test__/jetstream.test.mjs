@@ -371,3 +371,33 @@ test('a publisher whose server is unreachable fails the install with a clear err
   });
   await db.disconnect();
 });
+
+test('the worker command: a missing --config or a config without outbox.jetstream is a clear error; mode publish delivers nothing', async () => {
+  const missing = run([CLI, 'worker'], {});
+  assert.equal((await missing.exited).code, 1);
+  assert.match(missing.stderr, /--config is required/);
+  const local = run([CLI, 'worker', '--config', path.join(ROOT, '__test__', 'fixtures', 'jetstream-local-options.mjs')], {});
+  assert.equal((await local.exited).code, 1);
+  assert.match(local.stderr, /a worker needs outbox: \{ jetstream/);
+  assert.ok(!local.stderr.includes('hunter2'), 'credentials in the config are not echoed');
+
+  const s = await setup(server.url, 'pubonly');
+  const fixture = JSON.parse(s.env.JETSTREAM_FIXTURE);
+  const db = new Database({ connectionString: 'memory://js-pubonly/db', logLevel: 'silent' });
+  await db.connect();
+  await db.createResource({ name: 'items', attributes: { name: 'string' } });
+  const plugin = new ReplicatorPlugin({
+    mode: 'publish',
+    outbox: { jetstream: { url: fixture.natsUrl, stream: fixture.stream, subjectPrefix: fixture.subjectPrefix } },
+    replicators: [{ driver: 'webhook', resources: ['items'], config: { url: s.hook.url } }],
+  });
+  try {
+    await db.usePlugin(plugin);
+    await assert.rejects(plugin.syncAllData('webhook'), (e) => e.code === 'ERR_NOT_SUPPORTED' && /mode 'publish'/.test(e.message));
+    assert.equal((await plugin.getReplicatorStats()).outbox, null, 'no engine, no destination connections');
+  } finally {
+    await plugin.stop();
+    await db.disconnect();
+    await s.close();
+  }
+});

@@ -1028,7 +1028,11 @@ mod tests {
         let mut o = s3db(json!(["u"]));
         assert_eq!(parse(o.clone()).unwrap().mode, Mode::Local);
         o["mode"] = json!("publish");
-        assert_eq!(parse(o.clone()).unwrap_err().path, "mode", "publish needs JetStream");
+        assert_eq!(
+            parse(o.clone()).unwrap_err().path,
+            "mode",
+            "publish needs JetStream"
+        );
         o["outbox"] = json!({ "jetstream": { "url": "nats://127.0.0.1:4222", "partitions": 4 } });
         let c = parse(o.clone()).unwrap();
         assert_eq!(c.mode, Mode::Publish);
@@ -1036,11 +1040,18 @@ mod tests {
         o["mode"] = json!("deliverr");
         assert!(parse(o.clone()).unwrap_err().hint.contains("'deliver'"));
         o.as_object_mut().unwrap().remove("mode");
-        assert_eq!(parse(o.clone()).unwrap().mode, Mode::Both, "JetStream without a mode: both");
+        assert_eq!(
+            parse(o.clone()).unwrap().mode,
+            Mode::Both,
+            "JetStream without a mode: both"
+        );
         o["outbox"] = json!({ "jetstream": { "partitons": 4 } });
         let e = parse(o).unwrap_err();
         assert!(e.path.starts_with("outbox"), "{e:?}");
-        assert!(format!("{e:?}").contains("partitions"), "did you mean: {e:?}");
+        assert!(
+            format!("{e:?}").contains("partitions"),
+            "did you mean: {e:?}"
+        );
     }
 
     #[test]

@@ -473,7 +473,12 @@ async fn read_partition(
             stream_seq,
         };
         match engine.accept_from_stream(resource, op, json, held) {
-            Ok(true) => engine.wait_for_capacity().await,
+            // Over queueCapacity: read on once the engine has caught up (or stop, even while a
+            // destination that is down keeps it full).
+            Ok(true) => tokio::select! {
+                _ = stopped.changed() => return Ok(()),
+                _ = engine.wait_for_capacity() => {}
+            },
             Ok(false) => {}
             Err(_) => return Ok(()), // stopping
         }
