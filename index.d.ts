@@ -9,6 +9,20 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+export declare class JetStreamPublisher {
+  /** This process's publisher id (the first part of every identity it hands out). */
+  get id(): string
+  /** Changes stored in the stream so far. */
+  get published(): number
+  /**
+   * Publishes one change; resolves once the server has stored it, rejects with
+   * `ERR_JETSTREAM` when it could not within `publishTimeoutMs`.
+   */
+  publish(resource: string, op: string, recordId: string, json: string): Promise<PublishedChange>
+  /** Sends what is buffered; later publishes fail. */
+  close(): Promise<void>
+}
+
 export declare class ReplicationEngine {
   /**
    * Starts the engine. `callbacks(json)` runs transform/shouldReplicate, `deliver(json)`
@@ -47,7 +61,7 @@ export declare class ReplicationEngine {
   /** Drops dead letters for good; returns how many existed. */
   discardDeadLetters(ids: Array<number>): number
   /** Where accepted changes are kept, and how much is in there. */
-  outbox(): { mode: 'disk' | 'memory', dir?: string, pending: number, bytes: number, segments: number, replayed: number, appendErrors: number, deadLetters: number }
+  outbox(): { mode: 'disk' | 'memory' | 'jetstream', dir?: string, pending: number, bytes: number, segments: number, replayed: number, appendErrors: number, deadLetters: number, partitions?: number[] }
   /**
    * `[{ replicator, queued }]` when every undelivered change waits for a destination that
    * is down; `null` while anything else is in progress.
@@ -93,11 +107,23 @@ export interface ConfigProblem {
   hint: string
 }
 
+/** Connects to the server in `outbox.jetstream` (JSON) and makes sure the stream exists. */
+export declare function connectJetstreamPublisher(optionsJson: string): Promise<JetStreamPublisher>
+
 /**
  * `"did you mean 'batchSize'? "` when `given` looks like a misspelling of one of `known`,
  * else `""` (the plugin's check of its own option names uses it too).
  */
 export declare function didYouMean(given: string, known: Array<string>): string
+
+/** Where one change was stored. */
+export interface PublishedChange {
+  /** `{publisher id}:{seq}`: the change's identity at every destination. */
+  identity: string
+  partition: number
+  /** Its sequence number in the stream. */
+  streamSeq: number
+}
 
 export interface StopResult {
   drained: boolean

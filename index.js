@@ -773,8 +773,10 @@ if (
   }
 }
 
-const { ReplicationEngine, checkConfig, didYouMean } = nativeBinding
+const { JetStreamPublisher, ReplicationEngine, checkConfig, connectJetstreamPublisher, didYouMean } = nativeBinding
+export { JetStreamPublisher }
 export { ReplicationEngine }
 export { checkConfig }
+export { connectJetstreamPublisher }
 export { didYouMean }
 export const __napiBindingTarget = __napiLoadedBindingTarget

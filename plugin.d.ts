@@ -362,6 +362,12 @@ export interface ReplicatorPluginOptions {
    * Default: memory for a `memory://` source, else `./.s3db-replicator/<source>-<hash>`.
    */
   outbox?: false | OutboxOptions;
+  /**
+   * With `outbox.jetstream` (README "Scaling out"): `'publish'` (application instances: publish
+   * only), `'deliver'` (what `s3db-replicator worker` runs), `'both'` (the default with
+   * JetStream). `'local'` (the default without it): this process's own outbox.
+   */
+  mode?: 'local' | 'publish' | 'deliver' | 'both';
   /** Per-replicator circuit breaker; `false` = plain retry-then-fail. */
   circuitBreaker?: false | CircuitBreakerOptions;
   /**
@@ -402,6 +408,33 @@ export interface OutboxOptions {
   fsyncIntervalMs?: number;
   /** Segment file size before rotating. Default 16 MiB. */
   segmentBytes?: number;
+  /** A NATS JetStream stream shared by many processes instead of the local log (`dir` then only keeps a worker's dead letters). */
+  jetstream?: JetStreamOutboxOptions;
+}
+
+/** `outbox.jetstream`: every publisher and worker of one stream must agree on `stream`, `subjectPrefix` and `partitions`. */
+export interface JetStreamOutboxOptions {
+  /** Default 'nats://127.0.0.1:4222' (credentials go in `user`/`password` or `token`, not here). */
+  url?: string;
+  user?: string;
+  password?: string;
+  token?: string;
+  /** Default 'S3DB_REPLICATOR' (created when missing). */
+  stream?: string;
+  /** Subjects are `<subjectPrefix>.<partition>`. Default 's3db-replicator'. */
+  subjectPrefix?: string;
+  /** A record's changes always go to partition fnv1a(resource, id) % partitions. Default 16. */
+  partitions?: number;
+  /** Stream and KV replicas. Default 1. */
+  replicas?: number;
+  /** How long the stream keeps a change. Default 7 days. */
+  maxAgeMs?: number;
+  /** A worker that stops renewing its partition leases for this long loses them. Default 10000. */
+  leaseTtlMs?: number;
+  /** How long a write waits for the server before it rejects with ERR_JETSTREAM. Default 30000. */
+  publishTimeoutMs?: number;
+  /** Publishes awaiting their server ack at once, per process. Default 1024. */
+  maxInFlight?: number;
 }
 
 export interface MetricsListenerOptions {
@@ -464,7 +497,7 @@ export interface DeadLetter {
 }
 
 export interface OutboxInfo {
-  mode: 'disk' | 'memory';
+  mode: 'disk' | 'memory' | 'jetstream';
   /** 16 hex digits: the first part of every change's identity `{id}:{seq}` (Idempotency-Key, log `change_id`). */
   id: string;
   dir?: string;
@@ -477,6 +510,8 @@ export interface OutboxInfo {
   /** Appends that failed (e.g. disk full): those changes were kept in memory only. */
   appendErrors: number;
   deadLetters: number;
+  /** JetStream outbox (modes 'deliver' and 'both'): the partitions this process owns now. */
+  partitions?: number[];
 }
 
 export type ErrorCode =
@@ -489,6 +524,8 @@ export type ErrorCode =
   | 'ERR_INTERNAL'
   | 'ERR_NOT_FOUND'
   | 'ERR_SCHEMA'
+  /** The JetStream outbox could not store a change within publishTimeoutMs, or its server was unreachable at install. */
+  | 'ERR_JETSTREAM'
   | 'ERR_NOT_INSTALLED'
   | 'ERR_NOT_SUPPORTED'
   | 'ERR_BUSY'

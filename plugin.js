@@ -12,6 +12,7 @@ import { createCallbackBridge } from './lib/callbacks.js';
 import * as deadLetters from './lib/dead-letters.js';
 import { ReplicatorError, configError } from './lib/errors.js';
 import { fullSync } from './lib/full-sync.js';
+import { openPublisher, publishChange } from './lib/jetstream.js';
 import { METRICS_CONTENT_TYPE, startMetricsServer } from './lib/metrics-server.js';
 import { engineLogLevel, prepareOptions } from './lib/options.js';
 import { resolveOutbox } from './lib/outbox.js';
@@ -57,6 +58,10 @@ export class ReplicatorPlugin extends Plugin {
     /** Credential-looking values of the configuration: never in a log line (lib/redact.js). */
     this._secrets = secretsIn(options.replicators);
     this._engine = null;
+    // JetStream outbox (README "Scaling out"): 'publish' only publishes, 'deliver' (the worker)
+    // only delivers, 'both' does both; 'local' is the process's own outbox.
+    this._mode = this._native.mode ?? (this._native.outbox?.jetstream ?? options.outbox?.jetstream ? 'both' : 'local');
+    this._publisher = null;
     this._metricsServer = null;
     this._destinations = null;
     this._listeners = new Map(); // resource name → { resource, handlers, hooks }
@@ -81,6 +86,19 @@ export class ReplicatorPlugin extends Plugin {
     const native = this._native;
     native.outbox = resolveOutbox(this._outboxOption, this.database?.connectionString);
     for (const s of secretsOf(this.database?.connectionString)) this._secrets.add(s);
+    const jetstream = native.outbox?.jetstream;
+    if (jetstream) {
+      for (const s of [jetstream.password, jetstream.token, ...secretsOf(jetstream.url)]) if (typeof s === 'string' && s) this._secrets.add(s);
+    }
+    if (this._mode === 'publish' || this._mode === 'both') {
+      this._publisher = await openPublisher(native.outbox.jetstream);
+    }
+    if (this._mode === 'publish') {
+      // Nothing is delivered here: no engine, no destination connections.
+      this._followAll();
+      this._watchCreatedResources();
+      return;
+    }
     this._destinations = new S3dbDestinations({ sourceDb: () => this.database });
     this._engine = new ReplicationEngine(
       JSON.stringify(native),
@@ -135,10 +153,15 @@ export class ReplicatorPlugin extends Plugin {
       await this._shutdown();
       throw error;
     }
+    this._watchCreatedResources();
+  }
+
+  _watchCreatedResources() {
+    const delivers = this._mode !== 'publish';
     this._afterCreateResource = async (event) => {
       const resource = event?.resource ?? event;
       this._follow(resource);
-      if (this._listeners.has(resource?.name)) {
+      if (delivers && this._listeners.has(resource?.name)) {
         await this._syncSchema(resource).catch((error) => this._schemaError(resource.name, error));
       }
     };
@@ -146,7 +169,7 @@ export class ReplicatorPlugin extends Plugin {
     // With `new Database({ plugins })` the plugin is installed before saved resources load.
     this._onConnected = () => {
       this._followAll();
-      this.syncSchemas().catch((error) => this._schemaError(error.context?.resourceName ?? null, error));
+      if (delivers) this.syncSchemas().catch((error) => this._schemaError(error.context?.resourceName ?? null, error));
     };
     this.database.on('db:connected', this._onConnected);
   }
@@ -346,6 +369,9 @@ export class ReplicatorPlugin extends Plugin {
   }
 
   _follow(resource) {
+    // A worker follows no resource of its own: its changes come from the stream.
+    if (this._mode === 'deliver') return;
+    if (this._publisher) return this._followForPublishing(resource);
     if (!resource?.name || !this._sources.has(resource.name) || this._listeners.has(resource.name)) return;
     if (!this._manages(resource.name)) return;
     if (resource.name === this.config.replicatorLogResource) return;
@@ -369,6 +395,28 @@ export class ReplicatorPlugin extends Plugin {
     this._listeners.set(name, { resource, handlers, hook, hooks });
   }
 
+  /**
+   * Modes 'publish' / 'both': the after* hooks publish the change and s3db.js awaits them, so
+   * the write resolves only once JetStream has stored it (or rejects with ERR_JETSTREAM).
+   */
+  _followForPublishing(resource) {
+    if (!resource?.name || !this._sources.has(resource.name) || this._listeners.has(resource.name)) return;
+    if (!this._manages(resource.name)) return;
+    if (typeof resource.addHook !== 'function') return;
+    const name = resource.name;
+    const ops = { afterInsert: 'inserted', afterUpdate: 'updated', afterDelete: 'deleted' };
+    const publishers = {};
+    for (const [event, op] of Object.entries(ops)) {
+      publishers[event] = async (data) => {
+        if (this._intakeClosed || !this._publisher) return data;
+        await publishChange(this._publisher, name, op, withoutImages(data));
+        return data;
+      };
+      resource.addHook(event, publishers[event]);
+    }
+    this._listeners.set(name, { resource, handlers: {}, hook: null, hooks: [], publishers });
+  }
+
   _push(resourceName, op, data, payload) {
     if (!this._engine || this._intakeClosed) return;
     try {
@@ -389,8 +437,13 @@ export class ReplicatorPlugin extends Plugin {
   }
 
   _unfollowAll() {
-    for (const { resource, handlers, hook, hooks } of this._listeners.values()) {
-      for (const event of CHANGE_EVENTS) resource.off(event, handlers[event]);
+    for (const { resource, handlers, hook, hooks, publishers } of this._listeners.values()) {
+      for (const [event, fn] of Object.entries(publishers ?? {})) {
+        const list = resource.hooks?.[event];
+        const at = Array.isArray(list) ? list.findIndex((h) => h === fn || h.__s3db_original === fn) : -1;
+        if (at >= 0) list.splice(at, 1);
+      }
+      for (const event of CHANGE_EVENTS) if (handlers[event]) resource.off(event, handlers[event]);
       for (const event of hooks) {
         const list = resource.hooks?.[event];
         if (!Array.isArray(list)) continue;
@@ -618,6 +671,8 @@ export class ReplicatorPlugin extends Plugin {
         this._intakeClosed = true;
         this._unfollowAll();
         if (this._onExit) process.off('exit', this._onExit);
+        // Publishes awaited by writes already in flight finish first (close() flushes them).
+        await this._publisher?.close();
         if (this._engine) {
           const report = await this._engine.stop(this._native.timeout);
           if (!report.drained) this._logLine('warn', { abandoned: report.abandoned }, 'ReplicatorPlugin stopped before every change was delivered');
@@ -640,6 +695,13 @@ export class ReplicatorPlugin extends Plugin {
   }
 
   _requireEngine(operation) {
+    if (this._mode === 'publish' && !this._stopping) {
+      throw new ReplicatorError(`ReplicatorPlugin: ${operation}() delivers, and mode 'publish' delivers nothing`, {
+        code: 'ERR_NOT_SUPPORTED',
+        description: "In mode 'publish' changes go to JetStream and the workers deliver them. Call it in a process with mode 'both', or in a worker (s3db-replicator worker --config ...).",
+        context: { operation, mode: this._mode },
+      });
+    }
     if (!this._engine || this._stopping) {
       throw new ReplicatorError('ReplicatorPlugin is not running', {
         code: this._stopping ? 'ERR_STOPPED' : 'ERR_NOT_INSTALLED',

@@ -48,7 +48,7 @@ test('CLI: help sync, sync --help and sync -h print the sync usage, exit 0', asy
 test('CLI: unknown commands and help topics exit 1 naming what exists', async () => {
   const unknown = await cli('frob');
   assert.equal(unknown.code, 1);
-  assert.match(unknown.stderr, /^error: unknown command 'frob' \(commands: sync, status, dead-letters, help\)/);
+  assert.match(unknown.stderr, /^error: unknown command 'frob' \(commands: sync, status, dead-letters, worker, help\)/);
   const topic = await cli('help', 'frob');
   assert.equal(topic.code, 1);
   assert.match(topic.stderr, /^error: no help for 'frob' \(commands: sync, status, dead-letters\)/);

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// s3db-replicator command line: `sync`, `status`, `dead-letters`, `help`, `--version`.
+// s3db-replicator command line: `sync`, `status`, `dead-letters`, `worker`, `help`, `--version`.
 // Each command lives in lib/cli/<command>.js (usage, options, run); every message goes through
 // lib/cli/output.js, which redacts the credentials of --connection and of the config.
 
@@ -10,6 +10,9 @@ import * as deadLetters from '../lib/cli/dead-letters.js';
 import { addSecrets, err, UsageError } from '../lib/cli/output.js';
 import * as status from '../lib/cli/status.js';
 import * as sync from '../lib/cli/sync.js';
+
+// `worker` (JetStream outbox delivery) lives in its own module.
+if (process.argv[2] === 'worker') process.exit(await (await import('../lib/worker.js')).runWorker(process.argv.slice(3)));
 
 const VERSION = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version;
 
@@ -22,6 +25,7 @@ Usage: s3db-replicator <command> --connection <connection string> --config <file
 
 Commands:
 ${NAMES.map((n) => `  ${n.padEnd(18)}${COMMANDS[n].summary}`).join('\n')}
+  worker            deliver the changes of a JetStream outbox (README "Scaling out"; worker --help)
   help [command]    show this help, or a command's
   -v, --version     print the version
 
@@ -61,7 +65,7 @@ async function main(argv) {
     return 0;
   }
   if (!name) throw new UsageError(`missing command (${NAMES.join(', ')})`, USAGE);
-  if (!command) throw new UsageError(`unknown command '${name}' (commands: ${NAMES.join(', ')}, help)`, USAGE);
+  if (!command) throw new UsageError(`unknown command '${name}' (commands: ${NAMES.join(', ')}, worker, help)`, USAGE);
   return command.run(values, rest);
 }
 

@@ -11,7 +11,7 @@ try {
   throw missingAddon(error);
 }
 
-export const { ReplicationEngine, checkConfig, didYouMean } = binding;
+export const { ReplicationEngine, checkConfig, didYouMean, connectJetstreamPublisher } = binding;
 
 function missingAddon(error) {
   const triple = platformTriple();

@@ -8,7 +8,7 @@ import { ReplicatorError } from './errors.js';
 /** Options the engine reads; the plugin's own (verbose, logs, ...) stay in JavaScript. */
 const ENGINE_OPTIONS = [
   'enabled', 'batchSize', 'bulkBatchSize', 'maxRetries', 'timeout', 'queueCapacity', 'lingerMs', 'concurrency', 'retryDelay', 'maxRetryDelay',
-  'circuitBreaker', 'metrics',
+  'circuitBreaker', 'metrics', 'mode',
 ];
 const REPLICATOR_KEYS = new Set(['id', 'driver', 'resources', 'config', 'enabled', 'client']);
 /** The plugin's own options (the spec's, plus `outbox`), beside ENGINE_OPTIONS. */

@@ -4,6 +4,8 @@
 //   not set, memory:// source    → memory only: the source's own data dies with the process,
 //                                  so there is nothing to resume against after a crash
 //   not set, any other source    → <cwd>/.s3db-replicator/<source without credentials>
+//   outbox: { jetstream: {...} } → the shared JetStream log; `dir`, only if given, keeps a
+//                                  worker's dead letters
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 
@@ -23,6 +25,10 @@ export function resolveOutbox(option, connectionString) {
   const source = String(connectionString ?? '');
   if (option === undefined && (source === '' || source.startsWith('memory://'))) return false;
   const settings = { ...(option ?? {}) };
+  if (settings.jetstream !== undefined) {
+    if (settings.dir !== undefined) settings.dir = path.resolve(settings.dir);
+    return settings;
+  }
   settings.dir = path.resolve(settings.dir ?? defaultDir(source));
   return settings;
 }

@@ -16,12 +16,14 @@ if [ ! -d node_modules/s3db.js ] || [ package-lock.json -nt node_modules/.packag
   npm install --ignore-scripts --no-audit --no-fund
 fi
 
-step "test services (PostgreSQL, MariaDB, libSQL server, AWS-compatible server, MongoDB-wire server, BigQuery emulator on loopback)"
+step "test services (PostgreSQL, MariaDB, libSQL server, AWS-compatible server, MongoDB-wire server, BigQuery emulator, NATS JetStream on loopback)"
 ./scripts/services/databases.sh
 ./scripts/services/sqld.sh
 ./scripts/services/moto.sh
 ./scripts/services/mongodb.sh
 ./scripts/services/bigquery.sh
+# The JetStream tests start their own nats-server with this binary (installed here when missing).
+./scripts/services/nats.sh >/dev/null
 
 step "the Prometheus reference parser (prometheus_client, for the metrics test)"
 ./scripts/tools/prometheus-parse.sh --install

@@ -98,7 +98,29 @@ pub struct EngineOptions {
     /// Served by the plugin in JavaScript; checked here with the other options.
     #[serde(default)]
     pub metrics: Option<MetricsSetting>,
+    /// With `outbox.jetstream`: `publish`, `deliver` or `both` (default).
+    #[serde(default)]
+    pub mode: Option<String>,
     pub replicators: Vec<ReplicatorEntry>,
+}
+
+/// What this process does with changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Its own outbox (disk or memory) and its own delivery: the default without JetStream.
+    Local,
+    /// Publishes accepted changes to JetStream; delivers nothing.
+    Publish,
+    /// Delivers from JetStream (a worker); accepts no changes of its own.
+    Deliver,
+    /// Publishes and delivers in-process.
+    Both,
+}
+
+impl Mode {
+    pub fn delivers_from_stream(self) -> bool {
+        matches!(self, Self::Deliver | Self::Both)
+    }
 }
 
 /// `metrics: false` or `metrics: { port, host }`.
@@ -182,6 +204,9 @@ pub struct OutboxOptions {
     pub fsync_interval_ms: Option<u64>,
     #[serde(default)]
     pub segment_bytes: Option<u64>,
+    /// The shared JetStream log instead of the local one (see `crate::jetstream`).
+    #[serde(default)]
+    pub jetstream: Option<Box<crate::jetstream::JetStreamOptions>>,
 }
 
 /// `circuitBreaker: false` or `circuitBreaker: { failureThreshold, resetTimeout, maxResetTimeout }`.
@@ -222,6 +247,8 @@ pub struct OutboxConfig {
     /// `None`: never fsync explicitly.
     pub fsync_interval_ms: Option<u64>,
     pub segment_bytes: u64,
+    /// `Some`: changes go through JetStream; `dir` then only keeps dead letters.
+    pub jetstream: Option<crate::jetstream::JetStreamConfig>,
 }
 
 impl Default for OutboxConfig {
@@ -230,6 +257,7 @@ impl Default for OutboxConfig {
             dir: None,
             fsync_interval_ms: Some(20),
             segment_bytes: 16 << 20,
+            jetstream: None,
         }
     }
 }
@@ -319,6 +347,7 @@ pub struct EngineConfig {
     pub retry_delay_ms: u64,
     pub max_retry_delay_ms: u64,
     pub outbox: OutboxConfig,
+    pub mode: Mode,
     /// `None`: no circuit breaker.
     pub breaker: Option<BreakerConfig>,
     pub log_level: LogLevel,
@@ -373,6 +402,7 @@ impl EngineConfig {
         range("retryDelay", opts.retry_delay_ms, 0, 3_600_000)?;
         range("maxRetryDelay", opts.max_retry_delay_ms, 0, 3_600_000)?;
         let outbox = parse_outbox(opts.outbox)?;
+        let mode = parse_mode(opts.mode.as_deref(), outbox.jetstream.is_some())?;
         let breaker = parse_breaker(opts.circuit_breaker)?;
         let metrics = parse_metrics(opts.metrics)?;
         if opts.replicators.is_empty() {
@@ -412,6 +442,7 @@ impl EngineConfig {
             retry_delay_ms: opts.retry_delay_ms,
             max_retry_delay_ms: opts.max_retry_delay_ms,
             outbox,
+            mode,
             breaker,
             log_level: opts.log_level,
             metrics,
@@ -478,7 +509,39 @@ fn parse_outbox(setting: Option<OutboxSetting>) -> Result<OutboxConfig, ConfigEr
         range("outbox.segmentBytes", bytes, 4096, 1 << 32)?;
         out.segment_bytes = bytes;
     }
+    if let Some(js) = opts.jetstream {
+        out.jetstream = Some(crate::jetstream::parse(*js)?);
+    }
     Ok(out)
+}
+
+fn parse_mode(mode: Option<&str>, jetstream: bool) -> Result<Mode, ConfigError> {
+    let parsed = match mode {
+        None if jetstream => Mode::Both,
+        None | Some("local") => Mode::Local,
+        Some("publish") => Mode::Publish,
+        Some("deliver") => Mode::Deliver,
+        Some("both") => Mode::Both,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "mode",
+                format!("unknown mode '{other}'"),
+                "use 'publish' (application instances), 'deliver' (a worker) or 'both', with outbox: { jetstream: { url } }",
+            ))
+        }
+    };
+    if jetstream == (parsed == Mode::Local) {
+        return Err(ConfigError::new(
+            "mode",
+            if jetstream {
+                "mode 'local' does not use outbox.jetstream".to_string()
+            } else {
+                format!("mode '{}' needs the JetStream outbox", mode.unwrap_or_default())
+            },
+            "add outbox: { jetstream: { url: 'nats://127.0.0.1:4222' } }, or leave mode out for the local outbox",
+        ));
+    }
+    Ok(parsed)
 }
 
 fn parse_breaker(setting: Option<BreakerSetting>) -> Result<Option<BreakerConfig>, ConfigError> {
@@ -965,6 +1028,37 @@ mod tests {
         assert_eq!(parse(o.clone()).unwrap().outbox.fsync_interval_ms, Some(5));
         o["outbox"] = json!(false);
         assert_eq!(parse(o).unwrap().outbox.dir, None);
+    }
+
+    #[test]
+    fn mode_goes_with_the_jetstream_outbox() {
+        let mut o = s3db(json!(["u"]));
+        assert_eq!(parse(o.clone()).unwrap().mode, Mode::Local);
+        o["mode"] = json!("publish");
+        assert_eq!(
+            parse(o.clone()).unwrap_err().path,
+            "mode",
+            "publish needs JetStream"
+        );
+        o["outbox"] = json!({ "jetstream": { "url": "nats://127.0.0.1:4222", "partitions": 4 } });
+        let c = parse(o.clone()).unwrap();
+        assert_eq!(c.mode, Mode::Publish);
+        assert_eq!(c.outbox.jetstream.unwrap().partitions, 4);
+        o["mode"] = json!("deliverr");
+        assert!(parse(o.clone()).unwrap_err().hint.contains("'deliver'"));
+        o.as_object_mut().unwrap().remove("mode");
+        assert_eq!(
+            parse(o.clone()).unwrap().mode,
+            Mode::Both,
+            "JetStream without a mode: both"
+        );
+        o["outbox"] = json!({ "jetstream": { "partitons": 4 } });
+        let e = parse(o).unwrap_err();
+        assert!(e.path.starts_with("outbox"), "{e:?}");
+        assert!(
+            format!("{e:?}").contains("partitions"),
+            "did you mean: {e:?}"
+        );
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub enum ErrorCode {
     Stopped,
     NotFound,
     Schema,
+    /// The JetStream outbox could not store a change (server unreachable past publishTimeoutMs).
+    JetStream,
     Internal,
 }
 
@@ -28,6 +30,7 @@ impl ErrorCode {
             Self::Stopped => "ERR_STOPPED",
             Self::NotFound => "ERR_NOT_FOUND",
             Self::Schema => "ERR_SCHEMA",
+            Self::JetStream => "ERR_JETSTREAM",
             Self::Internal => "ERR_INTERNAL",
         }
     }

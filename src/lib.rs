@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod hash;
+pub mod jetstream;
 pub mod logs;
 pub mod outbox;
 pub mod schema;

@@ -2,7 +2,7 @@
 // application uses it. Every line must compile, except those marked @ts-expect-error, which
 // must fail (proving that a wrong payload field is rejected).
 import { Database } from 's3db.js/lite';
-import ReplicatorPluginDefault, { METRICS_CONTENT_TYPE, ReplicatorPlugin, type MetricsJSON, type ReplicatorError, type ReplicatorPluginEvents } from 's3db-replicator';
+import ReplicatorPluginDefault, { METRICS_CONTENT_TYPE, ReplicatorPlugin, type ErrorCode, type MetricsJSON, type ReplicatorError, type ReplicatorPluginEvents } from 's3db-replicator';
 
 const plugin = new ReplicatorPlugin({
   batchSize: 50,
@@ -130,3 +130,20 @@ new ReplicatorPlugin({
 });
 // @ts-expect-error logLevel takes pino's level names
 new ReplicatorPlugin({ logLevel: 'verbose', replicators: [] });
+// The JetStream outbox (README "Scaling out"): application instances publish, workers deliver.
+const publisher = new ReplicatorPlugin({
+  mode: 'publish',
+  outbox: { jetstream: { url: 'nats://127.0.0.1:4222', stream: 'S3DB_REPLICATOR', subjectPrefix: 'app.changes', partitions: 16, user: 'app', password: 'p', leaseTtlMs: 10_000, publishTimeoutMs: 30_000, maxInFlight: 1024 } },
+  replicators: [{ driver: 'webhook', resources: ['users'], config: { url: 'http://127.0.0.1:1/hook' } }],
+});
+async function worker(): Promise<void> {
+  const { outbox } = await publisher.getReplicatorStats();
+  if (outbox?.mode === 'jetstream') console.log(outbox.partitions?.length ?? 0);
+}
+void worker;
+const jetstreamCode: ErrorCode = 'ERR_JETSTREAM';
+void jetstreamCode;
+// @ts-expect-error mode is one of 'local' | 'publish' | 'deliver' | 'both'
+new ReplicatorPlugin({ mode: 'worker', replicators: [] });
+// @ts-expect-error partitions is a number
+new ReplicatorPlugin({ outbox: { jetstream: { partitions: '16' } }, replicators: [] });

@@ -191,6 +191,8 @@ pub struct Engine {
     /// This engine's registration with the log layer; its span attributes the events of every
     /// task and thread of the engine to it.
     log: EngineLog,
+    /// Reads the JetStream partitions this process owns (mode deliver / both).
+    stream_worker: tokio::sync::Mutex<Option<crate::jetstream::StreamWorker>>,
 }
 
 /// The engine's log lines go to its host.
@@ -225,8 +227,10 @@ impl Engine {
         // Start-up (outbox recovery, replay) and the outbox thread run in the engine's span.
         let entered = log.span().clone().entered();
         let exposition = Exposition::new();
-        let (outbox, replay) =
-            Outbox::open(&config.outbox, exposition.outbox_handles()).map_err(outbox_error)?;
+        let feed = (config.outbox.jetstream.is_some() && config.mode.delivers_from_stream())
+            .then(|| Arc::new(crate::jetstream::StreamFeed::default()));
+        let (outbox, replay) = Outbox::open(&config.outbox, exposition.outbox_handles(), feed)
+            .map_err(outbox_error)?;
         exposition.replayed(replay.len() as u64);
         let dead_letters = DeadLetters::open(config.outbox.dir.as_deref()).map_err(outbox_error)?;
         let (cancel_tx, cancel_rx) = watch::channel(false);
@@ -358,7 +362,55 @@ impl Engine {
             stopped: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             log,
+            stream_worker: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// Starts reading JetStream partitions into this engine (mode `deliver` or `both`); no-op
+    /// otherwise. Call once, on the tokio runtime.
+    pub fn start_stream_worker(self: &Arc<Self>) {
+        let (Some(config), Some(feed)) = (
+            self.shared.config.outbox.jetstream.clone(),
+            self.shared.outbox.stream_feed(),
+        ) else {
+            return;
+        };
+        let worker = crate::jetstream::StreamWorker::start(config, Arc::downgrade(self), feed);
+        if let Ok(mut slot) = self.stream_worker.try_lock() {
+            *slot = Some(worker);
+        }
+    }
+
+    /// Accepts one change read from the JetStream stream; settled, it moves its partition on.
+    pub fn accept_from_stream(
+        &self,
+        resource: String,
+        op: Op,
+        json: String,
+        held: crate::jetstream::Held,
+    ) -> Result<bool, EngineError> {
+        let guard = self.intake.lock().map_err(|_| EngineError::Stopped)?;
+        let tx = guard.as_ref().ok_or(EngineError::Stopped)?;
+        let seq = self.shared.outbox.append_from_stream(held);
+        self.shared.accepted.fetch_add(1, SeqCst);
+        if tx
+            .send(Intake {
+                seq,
+                resource,
+                op,
+                json,
+                only: None,
+                ticket: None,
+                snapshot_after: None,
+                redelivery_of: None,
+                at: Instant::now(),
+            })
+            .is_err()
+        {
+            self.shared.accepted.fetch_sub(1, SeqCst);
+            return Err(EngineError::Stopped);
+        }
+        Ok(self.shared.saturated())
     }
 
     /// Accepts one change. Never blocks; returns `true` when the engine holds more than
@@ -602,6 +654,11 @@ impl Engine {
                 abandoned: 0,
             };
         }
+        // No more reading from the stream; its leases are freed once the engine has drained.
+        let stream_finish = match self.stream_worker.lock().await.as_mut() {
+            Some(w) => w.stop_reading().await,
+            None => None,
+        };
         if let Ok(mut intake) = self.intake.lock() {
             intake.take();
         }
@@ -629,6 +686,9 @@ impl Engine {
             let _ = self.cancel.send(true);
             // Lanes notice the cancel between steps; give them a moment to report.
             let _ = tokio::time::timeout(Duration::from_secs(5), all.as_mut()).await;
+        }
+        if let Some(finish) = stream_finish {
+            finish.await;
         }
         for r in &self.shared.replicators {
             r.sink.close().await;

@@ -6,6 +6,10 @@
 //! "Settled" is delivered, skipped on purpose, or dead-lettered (the dead letter is persisted
 //! first). A change abandoned at the `stop()` deadline stays unsettled, so it is replayed on
 //! the next start instead of being lost.
+//!
+//! With the JetStream outbox a worker's changes come from the shared stream, which already
+//! holds them durably: nothing is written here, and a settled change is reported to the
+//! `StreamFeed`, whose settled positions are the partitions' acknowledgements.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -18,12 +22,15 @@ use serde::Serialize;
 
 use super::exposition::OutboxHandles;
 use crate::config::OutboxConfig;
+use crate::jetstream::{Held, StreamFeed};
 use crate::outbox::{Entry, EntryRef, LogOptions, OutboxError, SegmentLog};
 
 pub(crate) struct Outbox {
     /// Taken on `close()`, which releases the directory's lock for a next plugin instance.
     log: Mutex<Option<Arc<SegmentLog>>>,
     durable: bool,
+    /// Changes come from the JetStream stream (a delivery worker).
+    stream: Option<Arc<StreamFeed>>,
     dir: Option<PathBuf>,
     /// This outbox's id: with a seq, the identity of a change (`{id}:{seq}`).
     id: String,
@@ -41,7 +48,7 @@ pub(crate) struct Outbox {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OutboxInfo {
-    /// `disk` or `memory`.
+    /// `disk`, `memory` or `jetstream`.
     pub mode: &'static str,
     /// This outbox's id, the first part of every change's identity (`{id}:{seq}`).
     pub id: String,
@@ -55,6 +62,9 @@ pub struct OutboxInfo {
     pub replayed: u64,
     /// Appends that failed (disk full...): those changes were kept in memory only.
     pub append_errors: u64,
+    /// JetStream mode: the partitions this process owns now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<Vec<u32>>,
 }
 
 impl Outbox {
@@ -62,8 +72,11 @@ impl Outbox {
     pub fn open(
         config: &OutboxConfig,
         metrics: OutboxHandles,
+        stream: Option<Arc<StreamFeed>>,
     ) -> Result<(Self, Vec<Entry>), OutboxError> {
         let (log, entries, next, id) = match &config.dir {
+            // The stream is the log: `dir` only keeps dead letters.
+            _ if stream.is_some() => (None, Vec::new(), 1, crate::outbox::identity::random_id()),
             Some(dir) => {
                 let (log, recovered) = SegmentLog::open(
                     dir,
@@ -94,7 +107,8 @@ impl Outbox {
             ledger.insert(e.seq, e.snapshot_after);
         }
         let outbox = Self {
-            durable: log.is_some(),
+            durable: log.is_some() || stream.is_some(),
+            stream,
             dir: config.dir.clone(),
             id,
             log: Mutex::new(log),
@@ -112,7 +126,27 @@ impl Outbox {
 
     /// The stable identity of the change numbered `seq`: `{outbox id}:{seq}`.
     pub fn change_id(&self, seq: u64) -> String {
+        // A change read from the stream keeps the identity its publisher gave it.
+        if let Some(identity) = self.stream.as_ref().and_then(|f| f.identity(seq)) {
+            return identity;
+        }
         format!("{}:{seq}", self.id)
+    }
+
+    pub fn stream_feed(&self) -> Option<Arc<StreamFeed>> {
+        self.stream.clone()
+    }
+
+    /// Numbers a change read from the stream (nothing to store: the stream has it).
+    pub fn append_from_stream(&self, held: Held) -> u64 {
+        let seq = self.next_seq.fetch_add(1, SeqCst);
+        if let Ok(mut ledger) = self.ledger.lock() {
+            ledger.insert(seq, None);
+        }
+        if let Some(feed) = &self.stream {
+            feed.hold(seq, held);
+        }
+        seq
     }
 
     /// Accepted changes survive the process (the log is on disk).
@@ -133,6 +167,14 @@ impl Outbox {
         // past it, so the compactor's watermark can never skip a change being written.
         let seq = self.next_seq.load(SeqCst);
         entry.seq = seq;
+        if self.stream.is_some() {
+            // replicateBatch / a full sync in a worker: tracked, kept in memory only.
+            if let Ok(mut ledger) = self.ledger.lock() {
+                ledger.insert(seq, entry.snapshot_after);
+            }
+            self.next_seq.store(seq + 1, SeqCst);
+            return seq;
+        }
         if let Some(log) = self.log() {
             if let Ok(mut ledger) = self.ledger.lock() {
                 ledger.insert(seq, entry.snapshot_after);
@@ -195,17 +237,34 @@ impl Outbox {
         let Ok(mut ledger) = self.ledger.lock() else {
             return;
         };
+        let mut done = Vec::new();
         for seq in seqs {
-            ledger.adjust(seq, -1);
+            if ledger.adjust(seq, -1) {
+                done.push(seq);
+            }
         }
+        drop(ledger);
+        self.settled(&done);
     }
 
     fn adjust(&self, seq: u64, delta: i64) {
         if !self.durable {
             return;
         }
-        if let Ok(mut ledger) = self.ledger.lock() {
-            ledger.adjust(seq, delta);
+        let done = self
+            .ledger
+            .lock()
+            .map(|mut ledger| ledger.adjust(seq, delta))
+            .unwrap_or(false);
+        if done {
+            self.settled(&[seq]);
+        }
+    }
+
+    /// Changes every destination is done with (stream mode: their partitions move on).
+    fn settled(&self, seqs: &[u64]) {
+        if let (Some(feed), false) = (&self.stream, seqs.is_empty()) {
+            feed.settled(seqs);
         }
     }
 
@@ -300,7 +359,13 @@ impl Outbox {
     pub fn info(&self) -> OutboxInfo {
         let pending = self.ledger.lock().map(|l| l.owed.len() as u64).unwrap_or(0);
         OutboxInfo {
-            mode: if self.durable { "disk" } else { "memory" },
+            mode: if self.stream.is_some() {
+                "jetstream"
+            } else if self.durable {
+                "disk"
+            } else {
+                "memory"
+            },
             id: self.id.clone(),
             dir: self.dir.clone(),
             pending,
@@ -308,6 +373,7 @@ impl Outbox {
             segments: self.log().map_or(0, |l| l.segments()),
             replayed: self.replayed,
             append_errors: self.metrics.append_errors.get(),
+            partitions: self.stream.as_ref().map(|f| f.partitions()),
         }
     }
 }
@@ -349,16 +415,18 @@ impl Ledger {
         }
     }
 
-    fn adjust(&mut self, seq: u64, delta: i64) {
+    /// Returns true when this settled `seq` for good (nothing owed any more).
+    fn adjust(&mut self, seq: u64, delta: i64) -> bool {
         let n = self.owed.get(&seq).copied().unwrap_or(0) as i64 + delta;
         if n > 0 {
             self.owed.insert(seq, n as u32);
-            return;
+            return false;
         }
-        self.owed.remove(&seq);
+        let was_owed = self.owed.remove(&seq).is_some();
         if let Some(after) = self.snapshot_of.remove(&seq) {
             self.snapshots.remove(&(after, seq));
         }
+        was_owed
     }
 
     /// Every change below this seq is settled and no waiting snapshot needs it.

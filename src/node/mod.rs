@@ -2,6 +2,7 @@
 
 mod error;
 mod host;
+mod jetstream;
 mod outcomes;
 
 use std::sync::Arc;
@@ -87,9 +88,16 @@ impl ReplicationEngine {
             deliver,
             outcomes: outcomes.clone(),
         });
-        let engine = within_runtime_if_available(|| Engine::start(config.clone(), host))?;
+        let engine = within_runtime_if_available(|| {
+            Engine::start(config.clone(), host).map(|engine| {
+                let engine = Arc::new(engine);
+                // Mode deliver / both: read the owned JetStream partitions into the engine.
+                engine.start_stream_worker();
+                engine
+            })
+        })?;
         Ok(Self {
-            engine: Arc::new(engine),
+            engine,
             config,
             outcomes,
         })
@@ -206,7 +214,7 @@ impl ReplicationEngine {
 
     /// Where accepted changes are kept, and how much is in there.
     #[napi(
-        ts_return_type = "{ mode: 'disk' | 'memory', dir?: string, pending: number, bytes: number, segments: number, replayed: number, appendErrors: number, deadLetters: number }"
+        ts_return_type = "{ mode: 'disk' | 'memory' | 'jetstream', dir?: string, pending: number, bytes: number, segments: number, replayed: number, appendErrors: number, deadLetters: number, partitions?: number[] }"
     )]
     pub fn outbox(&self) -> Value {
         let mut v = serde_json::to_value(self.engine.outbox()).unwrap_or(Value::Null);
