@@ -392,9 +392,9 @@ impl Engine {
         let guard = self.intake.lock().map_err(|_| EngineError::Stopped)?;
         let tx = guard.as_ref().ok_or(EngineError::Stopped)?;
         let seq = self.shared.outbox.append_from_stream(held);
-        self.shared.accepted.fetch_add(1, SeqCst);
-        if tx
-            .send(Intake {
+        self.enqueue(
+            tx,
+            Intake {
                 seq,
                 resource,
                 op,
@@ -404,9 +404,18 @@ impl Engine {
                 snapshot_after: None,
                 redelivery_of: None,
                 at: Instant::now(),
-            })
-            .is_err()
-        {
+            },
+        )
+    }
+
+    /// Hands an accepted change to the router; `true` when writers should wait for capacity.
+    fn enqueue(
+        &self,
+        tx: &mpsc::UnboundedSender<Intake>,
+        intake: Intake,
+    ) -> Result<bool, EngineError> {
+        self.shared.accepted.fetch_add(1, SeqCst);
+        if tx.send(intake).is_err() {
             self.shared.accepted.fetch_sub(1, SeqCst);
             return Err(EngineError::Stopped);
         }
@@ -485,9 +494,9 @@ impl Engine {
             snapshot_after,
             redelivery_of,
         });
-        self.shared.accepted.fetch_add(1, SeqCst);
-        if tx
-            .send(Intake {
+        self.enqueue(
+            tx,
+            Intake {
                 seq,
                 resource,
                 op,
@@ -497,13 +506,8 @@ impl Engine {
                 snapshot_after,
                 redelivery_of,
                 at: Instant::now(),
-            })
-            .is_err()
-        {
-            self.shared.accepted.fetch_sub(1, SeqCst);
-            return Err(EngineError::Stopped);
-        }
-        Ok(self.shared.saturated())
+            },
+        )
     }
 
     /// The seq of the last accepted change: a full sync takes it before reading a record.
