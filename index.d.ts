@@ -19,6 +19,11 @@ export declare class JetStreamPublisher {
    * `ERR_JETSTREAM` when it could not within `publishTimeoutMs`.
    */
   publish(resource: string, op: string, recordId: string, json: string): Promise<PublishedChange>
+  /**
+   * Resolves once every change stored so far is settled by the workers (the partitions'
+   * committed offsets reached them); false when the publisher was closed meanwhile.
+   */
+  settled(): Promise<boolean>
   /** Sends what is buffered; later publishes fail. */
   close(): Promise<void>
 }

@@ -414,11 +414,18 @@ export interface OutboxOptions {
 
 /** `outbox.jetstream`: every publisher and worker of one stream must agree on `stream`, `subjectPrefix` and `partitions`. */
 export interface JetStreamOutboxOptions {
-  /** Default 'nats://127.0.0.1:4222' (credentials go in `user`/`password` or `token`, not here). */
+  /** Default 'nats://127.0.0.1:4222' (credentials go in the options below, not here). */
   url?: string;
+  /** One way to authenticate, at most: `user` + `password`, `token`, `nkey` or `credsFile`. */
   user?: string;
   password?: string;
   token?: string;
+  /** An NKey user seed (`SU...`, as `nk -gen user` prints it); redacted from every error and log. */
+  nkey?: string;
+  /** A NATS `.creds` file (user JWT + NKey seed, from `nsc generate creds` or Synadia Cloud); relative paths from the working directory. */
+  credsFile?: string;
+  /** `true`: require TLS, trusting the system's roots. An object: PEM files of a private CA and/or a client certificate (mutual TLS). */
+  tls?: boolean | JetStreamTlsOptions;
   /** Default 'S3DB_REPLICATOR' (created when missing). */
   stream?: string;
   /** Subjects are `<subjectPrefix>.<partition>`. Default 's3db-replicator'. */
@@ -435,6 +442,14 @@ export interface JetStreamOutboxOptions {
   publishTimeoutMs?: number;
   /** Publishes awaiting their server ack at once, per process. Default 1024. */
   maxInFlight?: number;
+}
+
+export interface JetStreamTlsOptions {
+  /** The CA that signed the server's certificate (PEM). */
+  ca?: string;
+  /** A client certificate and its key (PEM), for servers with `verify: true`: both or neither. */
+  cert?: string;
+  key?: string;
 }
 
 export interface MetricsListenerOptions {
@@ -898,7 +913,11 @@ export declare class ReplicatorPlugin extends Plugin {
   /** Called by `db.usePlugin()` (the parameter is widened for the same reason). */
   install(database: object): Promise<void>;
   stats: { totalReplications: number; totalErrors: number; totalSkipped: number; lastSync: string | null };
-  /** Resolves once every change accepted so far is delivered or has failed (events emitted). */
+  /**
+   * Resolves once every change accepted so far is delivered or has failed (events emitted).
+   * With the JetStream outbox (modes 'publish' and 'both'): once the workers have settled every
+   * change this process published (waits while no worker runs).
+   */
   flush(): Promise<void>;
   getReplicatorStats(): Promise<ReplicatorStats>;
   listReplicators(): Promise<ReplicatorInfo[]>;

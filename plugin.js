@@ -82,13 +82,18 @@ export class ReplicatorPlugin extends Plugin {
 
   async onInstall() {
     if (!this.config.enabled) return;
+    // s3db.js's disconnect() awaits stop() of the plugins in db.pluginList, which holds only
+    // those given to new Database({ plugins }). One added with usePlugin() joins them, so that
+    // db.disconnect() drains and stops it too instead of leaving its outbox thread running.
+    const list = this.database?.pluginList;
+    if (Array.isArray(list) && !list.includes(this)) list.push(this);
     const { functions, clients } = this._prepared;
     const native = this._native;
     native.outbox = resolveOutbox(this._outboxOption, this.database?.connectionString);
     for (const s of secretsOf(this.database?.connectionString)) this._secrets.add(s);
     const jetstream = native.outbox?.jetstream;
     if (jetstream) {
-      for (const s of [jetstream.password, jetstream.token, ...secretsOf(jetstream.url)]) if (typeof s === 'string' && s) this._secrets.add(s);
+      for (const s of [jetstream.password, jetstream.token, jetstream.nkey, ...secretsOf(jetstream.url)]) if (typeof s === 'string' && s) this._secrets.add(s);
     }
     if (this._mode === 'publish' || this._mode === 'both') {
       this._publisher = await openPublisher(native.outbox.jetstream);
@@ -189,6 +194,9 @@ export class ReplicatorPlugin extends Plugin {
     // s3db.js emits change events with setImmediate: let those of writes that already
     // resolved reach the engine before taking the flush snapshot.
     await new Promise((resolve) => setImmediate(resolve));
+    // JetStream outbox: what this process published is done once the workers (this one too,
+    // in mode 'both') have committed past it; then this engine's own deliveries are settled.
+    if (this._publisher && !this._stopping) await this._publisher.settled();
     if (this._engine && !this._stopping) await this._engine.flush();
   }
 

@@ -340,6 +340,35 @@ test('stop() right after the last write drains every change whose write resolved
   }
 });
 
+test('db.disconnect() drains and stops a plugin added with usePlugin(): nothing of it runs after', async () => {
+  const { mkdtemp, readFile, readdir, rm } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = await mkdtemp(join(tmpdir(), 's3db-disconnect-'));
+  const source = await memoryDb('src');
+  const target = await memoryDb('dst');
+  try {
+    await usersResource(target);
+    const users = await usersResource(source);
+    const plugin = new ReplicatorPlugin({ outbox: { dir }, replicators: [{ driver: 's3db', client: target, resources: ['users'] }] });
+    await source.usePlugin(plugin);
+    for (let i = 0; i < 20; i++) await users.insert({ id: `d${i}`, name: `n${i}` });
+    await source.disconnect();
+    assert.equal(await target.resources.users.count(), 20, 'disconnect() drained every change');
+    const status = JSON.parse(await readFile(join(dir, 'status.json'), 'utf8'));
+    assert.ok(status.stoppedAt, 'the status file says it stopped');
+    await assert.rejects(plugin.replicateBatch('users', [{ id: 'z' }]), (e) => e.code === 'ERR_STOPPED');
+    // Nothing writes into the outbox directory any more (the status file and the outbox thread stopped).
+    const before = (await readdir(dir)).sort();
+    await new Promise((resolve) => setTimeout(resolve, 1200)); // longer than the status file's 1 s interval
+    assert.deepEqual((await readdir(dir)).sort(), before);
+    assert.equal(JSON.parse(await readFile(join(dir, 'status.json'), 'utf8')).updatedAt, status.updatedAt);
+  } finally {
+    await target.disconnect();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test('replicateBatch delivers records and reports per-record errors', async () => {
   const { target, plugin, close } = await setup({ resources: { users: (d) => (d.name === 'bad' ? 7 : d) } });
   try {

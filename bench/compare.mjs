@@ -22,6 +22,7 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from './lib/args.mjs';
 import { renderChart } from './lib/chart.mjs';
 import { durabilityChartData, durabilityJobs, makeOutboxRoot } from './lib/durability.mjs';
+import { jetstreamJobs, startNats } from './lib/jetstream.mjs';
 import { renderReport, SCENARIO_NAMES } from './lib/report.mjs';
 import { runChild, startAwsProxy, startWebhookServer } from './lib/runner.mjs';
 import { median } from './lib/stats.mjs';
@@ -54,6 +55,8 @@ function plan() {
     }
     // Ours with the outbox off / on disk (lib/durability.mjs), after each repetition of the comparison.
     if (opts.only.includes('durability')) jobs.push(...durabilityJobs(opts, r));
+    // Delivery workers draining a backlog from JetStream (lib/jetstream.mjs).
+    if (opts.only.includes('jetstream')) jobs.push(...jetstreamJobs(opts, r));
   }
   return jobs;
 }
@@ -63,6 +66,7 @@ function describe(job, r) {
   if (!r) return name;
   if (job.kind === 'limits') return `${name}: ${Object.entries(r).map(([k, v]) => `${k} ${v.toFixed(0)}/s`).join(', ')}`;
   if (job.kind === 'engine') return `${name}: ${r.rate.toFixed(0)} rows/s, ${r.delivered} delivered`;
+  if (job.kind === 'workers') return `${name}: ${r.deliveredRate.toFixed(0)} delivered/s, ${r.delivered}/${opts.n} delivered${r.complete ? '' : ', TIMED OUT'}`;
   const f = (v, d = 0) => (Number.isFinite(v) ? v.toFixed(d) : '—');
   const lag = r.lag ? `, delivered ${r.delivered}/${opts.n} at ${f(r.deliveredRate)}/s, lag p50 ${f(r.lag.p50, 1)} p99 ${f(r.lag.p99, 1)} ms` : '';
   return `${name}: ${r.writeRate.toFixed(0)} writes/s${lag}${r.coalesced ? `, ${r.coalesced} coalesced (no arrival time)` : ''}${r.errors ? `, ${r.errors} errors` : ''}`;
@@ -190,17 +194,21 @@ async function runAll() {
   const awsProxy = awsUsed() ? await startAwsProxy(opts['aws-url']) : null;
   const jobs = plan();
   // Durability variants: a fresh outbox directory each, under one temp root removed at exit.
-  const outboxRoot = jobs.some((j) => j.outbox) ? makeOutboxRoot(opts['outbox-root']) : null;
+  const usesNats = jobs.some((j) => j.outbox === 'jetstream' || j.kind === 'workers');
+  const outboxRoot = jobs.some((j) => j.outbox) || usesNats ? makeOutboxRoot(opts['outbox-root']) : null;
+  // The JetStream runs' own nats-server (its store under the temp root; killed at exit).
+  const nats = usesNats ? await startNats(outboxRoot.root) : null;
   const runs = [];
   const failures = [];
   const stockCannotRun = {};
   const hardMs = opts.timeout * 1000 + 120_000;
-  log(`N = ${opts.n}, ${jobs.length} runs, ours = ${opts.plugin}${process.env.NAPI_RS_NATIVE_LIBRARY_PATH ? ` with ${process.env.NAPI_RS_NATIVE_LIBRARY_PATH}` : ''}, webhook server pid ${server.pid} at ${server.url}${outboxRoot ? `, outbox dirs under ${outboxRoot.root}` : ''}`);
+  log(`N = ${opts.n}, ${jobs.length} runs, ours = ${opts.plugin}${process.env.NAPI_RS_NATIVE_LIBRARY_PATH ? ` with ${process.env.NAPI_RS_NATIVE_LIBRARY_PATH}` : ''}, webhook server pid ${server.pid} at ${server.url}${outboxRoot ? `, outbox dirs under ${outboxRoot.root}` : ''}${nats ? `, nats-server pid ${nats.pid} at ${nats.url}` : ''}`);
   try {
     for (const [i, base] of jobs.entries()) {
       const job = { ...base, n: opts.n, seed: opts.seed, concurrency: opts.concurrency, timeoutMs: opts.timeout * 1000, webhookUrl: server.url, awsUrl: opts['aws-url'], awsProxyUrl: awsProxy?.url, dests: opts.dests, sqlPrefix, pgUrl: opts['pg-url'], mysqlUrl: opts['mysql-url'], pluginUrl: pathToFileURL(opts.plugin).href };
       if (job.kind === 'writes' && job.plugin === 'none') job.dest = 's3db'; // no plugin: the destination is unused
       if (job.outbox) job.outboxDir = outboxRoot.dirFor(i);
+      if (nats) Object.assign(job, { natsUrl: nats.url, index: i, workDir: outboxRoot.dirFor(i) });
       const t0 = performance.now();
       const answer = await runChild(job, hardMs);
       const secs = ((performance.now() - t0) / 1000).toFixed(1);
@@ -219,6 +227,7 @@ async function runAll() {
   } finally {
     server.stop();
     awsProxy?.stop();
+    nats?.stop();
     outboxRoot?.remove();
     if (opts.dests.some((d) => d === 'postgres' || d === 'mysql')) {
       const { dropSqlLeftovers } = await import('./lib/sql.mjs');

@@ -5,10 +5,11 @@ import { register } from 'node:module';
 
 import { runWithOutbox } from './lib/durability.mjs';
 import { runEngine } from './lib/engine-run.mjs';
+import { runWorkers } from './lib/jetstream.mjs';
 import { runLimits } from './lib/limits-run.mjs';
 import { runWrites } from './lib/writes-run.mjs';
 
-const RUNS = { writes: runWrites, engine: runEngine, limits: runLimits };
+const RUNS = { writes: runWrites, engine: runEngine, limits: runLimits, workers: runWorkers };
 
 process.once('message', async (job) => {
   try {

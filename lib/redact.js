@@ -67,7 +67,7 @@ function basic(user, password) {
   return Buffer.from(`${user}:${password}`).toString('base64');
 }
 
-const SECRET_KEY = /secret|password|passwd|token|apikey|api_key|credential|authorization/i;
+const SECRET_KEY = /secret|password|passwd|token|apikey|api_key|credential|authorization|nkey|seed/i;
 
 /**
  * Every credential-looking value in a configuration (connection-string passwords and tokens,

@@ -8,7 +8,7 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 
-import { redact, secretsOf } from './redact.js';
+import { redact, secretsIn } from './redact.js';
 
 export const WORKER_USAGE = `Usage: s3db-replicator worker --config <file.mjs>
 
@@ -94,21 +94,10 @@ async function loadOptions(file, secrets) {
   if (!options || typeof options !== 'object' || Array.isArray(options)) {
     throw new Error(`--config ${file} must export the ReplicatorPlugin options (export default { replicators: [...], outbox: { jetstream: { url } } })`);
   }
-  collectSecrets(options, '', secrets);
+  secretsIn(options, secrets);
   if (!options.outbox?.jetstream) {
     throw new Error(`--config ${file}: a worker needs outbox: { jetstream: { url: 'nats://127.0.0.1:4222' } } (the stream the application instances publish to)`);
   }
   return options;
 }
 
-/** Registers every credential-looking value for redaction (connection strings, passwords, tokens). */
-function collectSecrets(value, key, secrets) {
-  if (typeof value === 'string') {
-    for (const s of secretsOf(value)) secrets.add(s);
-    if (/secret|password|passwd|token|apikey|api_key/i.test(key) && value.length >= 4) secrets.add(value);
-  } else if (Array.isArray(value)) {
-    for (const v of value) collectSecrets(v, key, secrets);
-  } else if (value && typeof value === 'object' && typeof value.createResource !== 'function') {
-    for (const [k, v] of Object.entries(value)) collectSecrets(v, k, secrets);
-  }
-}

@@ -32,13 +32,18 @@ impl Drop for Server {
     }
 }
 
-fn nats_server() -> Server {
+/// The nats-server binary (installed by the script when missing).
+fn nats_bin() -> String {
     let root = env!("CARGO_MANIFEST_DIR");
     let out = Command::new(format!("{root}/scripts/services/nats.sh"))
         .arg("--bin")
         .output()
         .expect("scripts/services/nats.sh --bin runs");
-    let bin = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn nats_server() -> Server {
+    let bin = nats_bin();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -192,3 +197,192 @@ async fn a_partition_moves_on_only_past_changes_every_destination_settled() {
 }
 
 const SEC: Duration = Duration::from_secs(1);
+
+/// Runs openssl with `args` in `dir` (the TLS test's certificates).
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A private CA, a server certificate for 127.0.0.1 and a client certificate, all signed by it.
+fn certificates(dir: &std::path::Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca: Vec<&str> = ["req", "-x509"]
+        .into_iter()
+        .chain(ec)
+        .chain([
+            "-keyout",
+            "ca-key.pem",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=s3db-replicator test CA",
+        ])
+        .collect();
+    openssl(dir, &ca);
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth",
+        ),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        let key = format!("{name}-key.pem");
+        let csr = format!("{name}.csr");
+        let req: Vec<&str> = ["req"]
+            .into_iter()
+            .chain(ec)
+            .chain(["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"])
+            .collect();
+        openssl(dir, &req);
+        let ext = format!("{name}.ext");
+        let pem = format!("{name}.pem");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca-key.pem",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+}
+
+/// A server that admits one NKey user, over TLS that also verifies the client's certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_nkey_user_over_mutual_tls_publishes_and_delivers_and_a_wrong_seed_is_refused_unechoed()
+{
+    let bin = nats_bin(); // (also makes sure openssl is there)
+    let files = TempDir::new("nats-tls");
+    let dir = files.path();
+    std::fs::create_dir_all(dir).unwrap();
+    certificates(dir);
+    let user = nkeys::KeyPair::new_user();
+    let seed = user.seed().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let store = TempDir::new("nats");
+    let d = dir.display();
+    std::fs::write(
+        dir.join("server.conf"),
+        format!(
+            "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\" }}\n\
+             tls {{ cert_file: \"{d}/server.pem\", key_file: \"{d}/server-key.pem\", ca_file: \"{d}/ca.pem\", verify: true }}\n\
+             authorization {{ users: [ {{ nkey: {} }} ] }}\n",
+            store.dir(),
+            user.public_key()
+        ),
+    )
+    .unwrap();
+    let mut server = nats_server_with_config(&bin, &dir.join("server.conf"), port, store);
+
+    let tls = json!({ "ca": format!("{d}/ca.pem"), "cert": format!("{d}/client.pem"), "key": format!("{d}/client-key.pem") });
+    let mut js = jetstream_options(port, "AUTH_TEST");
+    js["nkey"] = json!(seed);
+    js["tls"] = tls.clone();
+    let publisher = publisher(&js).await;
+    let published = publisher
+        .publish("users", "inserted", "u1", json!({ "id": "u1" }).to_string())
+        .await
+        .expect("stored over TLS as the NKey user");
+
+    let sink = Arc::new(RecordingSink::default());
+    let options = json!({
+        "mode": "deliver",
+        "outbox": { "jetstream": js },
+        "replicators": [{ "id": "a", "driver": "s3db", "resources": ["users"], "config": { "connectionString": "memory://x" } }],
+    });
+    let engine = Arc::new(
+        Engine::start_with_sinks(
+            config(options),
+            TestHost::new(),
+            vec![sink.clone() as Arc<dyn Sink>],
+        )
+        .expect("engine starts"),
+    );
+    engine.start_stream_worker();
+    wait_for("the change at the worker's sink", 20 * SEC, || {
+        sink.changes().len() == 1
+    })
+    .await;
+    assert_eq!(sink.changes()[0].change_id, published.identity);
+    engine.stop(Duration::from_secs(5)).await;
+
+    // Someone else's seed, no client certificate, no TLS option at all (the server asks for TLS:
+    // the handshake must fail cleanly, not panic): refused, and no error carries a seed.
+    let stranger = nkeys::KeyPair::new_user().seed().unwrap();
+    for (what, tls) in [
+        ("another user's seed", tls.clone()),
+        (
+            "no client certificate",
+            json!({ "ca": format!("{d}/ca.pem") }),
+        ),
+        ("no tls option (an unknown CA)", serde_json::Value::Null),
+    ] {
+        let mut bad = jetstream_options(port, "AUTH_TEST");
+        bad["nkey"] = json!(if what == "another user's seed" {
+            stranger.clone()
+        } else {
+            seed.clone()
+        });
+        bad["tls"] = tls;
+        let config: JetStreamConfig =
+            s3db_replicator::jetstream::parse(serde_json::from_value(bad).unwrap()).unwrap();
+        let error = match Publisher::connect(config).await {
+            Ok(_) => panic!("{what}: connected"),
+            Err(e) => e,
+        };
+        assert!(
+            error.contains(&format!("127.0.0.1:{port}")),
+            "{what}: {error}"
+        );
+        assert!(
+            !error.contains(&seed) && !error.contains(&stranger),
+            "{what}: {error}"
+        );
+    }
+    let _ = server.child.kill();
+}
+
+fn nats_server_with_config(bin: &str, conf: &std::path::Path, port: u16, store: TempDir) -> Server {
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{bin} starts: {e}"));
+    Server { child, store, port }
+}

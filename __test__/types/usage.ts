@@ -147,3 +147,8 @@ void jetstreamCode;
 new ReplicatorPlugin({ mode: 'worker', replicators: [] });
 // @ts-expect-error partitions is a number
 new ReplicatorPlugin({ outbox: { jetstream: { partitions: '16' } }, replicators: [] });
+// NKey or creds-file authentication, over (mutual) TLS.
+new ReplicatorPlugin({ mode: 'publish', outbox: { jetstream: { url: 'nats://nats.internal:4222', nkey: 'SUA...', tls: { ca: 'ca.pem', cert: 'client.pem', key: 'client-key.pem' } } }, replicators: [] });
+new ReplicatorPlugin({ mode: 'publish', outbox: { jetstream: { credsFile: './user.creds', tls: true } }, replicators: [] });
+// @ts-expect-error tls is true/false or { ca, cert, key }
+new ReplicatorPlugin({ outbox: { jetstream: { tls: 'yes' } }, replicators: [] });

@@ -13,12 +13,22 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
+import { jetstreamOf } from './jetstream.mjs';
 import { median } from './stats.mjs';
 
+/** `options(dir, job)`: the plugin options of the variant (a fresh `dir`; `job.natsUrl`, `job.index` for jetstream). */
 export const VARIANTS = {
-  off: { label: 'off', long: '`outbox: false` (memory)', option: () => false, mode: 'memory' },
-  disk: { label: 'disk', long: '`outbox: { dir }` (fsync every 20 ms, the default)', option: (dir) => ({ dir }), mode: 'disk' },
-  nofsync: { label: 'disk, no fsync', long: "`outbox: { dir, fsync: 'off' }`", option: (dir) => ({ dir, fsync: 'off' }), mode: 'disk' },
+  off: { label: 'off', long: '`outbox: false` (memory)', options: () => ({ outbox: false }), mode: 'memory' },
+  disk: { label: 'disk', long: '`outbox: { dir }` (fsync every 20 ms, the default)', options: (dir) => ({ outbox: { dir } }), mode: 'disk' },
+  nofsync: { label: 'disk, no fsync', long: "`outbox: { dir, fsync: 'off' }`", options: (dir) => ({ outbox: { dir, fsync: 'off' } }), mode: 'disk' },
+  // README "Scaling out": publish (the write resolves on the server's ack), deliver in-process from the stream.
+  jetstream: {
+    label: 'jetstream',
+    long: "`outbox: { jetstream }` with `mode: 'both'` (the bench's own nats-server; the engine path runs in-process, as replicateBatch does in that mode, so it has no jetstream figure)",
+    options: (dir, job) => ({ mode: 'both', outbox: { jetstream: jetstreamOf(job.natsUrl, job.index) } }),
+    mode: 'jetstream',
+    engine: false,
+  },
 };
 
 /** Issue #4: the outbox should cost under 20% of throughput. */
@@ -40,7 +50,8 @@ export function durabilityJobs(opts, rep) {
     return order.map((v) => ({ kind, plugin: pluginOf(v), outbox: v, dest, writer, rep }));
   };
   for (const writer of opts.writers) for (const dest of opts.durabilityDests) jobs.push(...group('writes', dest, writer));
-  for (const dest of opts.durabilityDests) jobs.push(...group('engine', dest, '-'));
+  const engineVariants = variants.filter((v) => VARIANTS[v].engine !== false);
+  for (const dest of opts.durabilityDests) jobs.push(...group('engine', dest, '-').filter((j) => engineVariants.includes(j.outbox)));
   return jobs;
 }
 
@@ -58,7 +69,7 @@ export async function runWithOutbox(job, runner) {
   const variant = VARIANTS[job.outbox];
   if (!variant) throw new Error(`unknown outbox variant '${job.outbox}'`);
   try {
-    return await runner({ ...job, plugin: 'ours', pluginOptions: { outbox: variant.option(job.outboxDir) } });
+    return await runner({ ...job, plugin: 'ours', pluginOptions: variant.options(job.outboxDir, job) });
   } finally {
     await rm(job.outboxDir, { recursive: true, force: true });
   }
@@ -224,6 +235,7 @@ export function renderDurability(a) {
     ['Destination', 'Writer', ...opts.outbox.map(label)],
     [...scenarios.map(({ dest, writer }) => [dest, names[writer], ...opts.outbox.map((v) => correct(v, dest, writer))]),
       ...dests.map((dest) => [dest, 'engine path', ...opts.outbox.map((v) => {
+        if (VARIANTS[v].engine === false) return 'not run (see the variant)';
         const w = (path) => a.worst('engine', pluginOf(v), dest, '-', path);
         return `${num(w('delivered'))}/${num(opts.n)}, ${num(w('errors'))} err; ${outboxState('engine', v, dest, '-')}`;
       })])],
@@ -259,7 +271,7 @@ export function renderDurability(a) {
 export function durabilityChartData(a, { cpus }) {
   const { opts } = a;
   const { get } = durabilityFigures(a);
-  const colors = { off: [150, 150, 150], disk: [40, 110, 200], nofsync: [90, 170, 90] };
+  const colors = { off: [150, 150, 150], disk: [40, 110, 200], nofsync: [90, 170, 90], jetstream: [200, 120, 40] };
   const sides = opts.outbox.map((v) => ({ key: v, label: VARIANTS[v].label.toUpperCase(), color: colors[v] }));
   const side = (kind, dest, writer) => Object.fromEntries(opts.outbox.map((v) => [v, kind === 'writes'
     ? {

@@ -3,6 +3,7 @@
 // lib/durability.mjs.
 
 import { renderDurability } from './durability.mjs';
+import { renderJetstream } from './jetstream.mjs';
 
 const SCENARIO_NAMES = {
   seq: 'sequential',
@@ -26,7 +27,7 @@ function table(header, rows) {
 /**
  * @param {object} a aggregate: a.get(kind, plugin, dest, writer, path) → median,
  *   a.worst(...) → worst of the runs, a.limits (medians), a.meta, a.runs,
- *   a.sections (which of compare / durability ran)
+ *   a.sections (which of compare / durability / jetstream ran)
  */
 export function renderReport(a) {
   const { opts, meta } = a;
@@ -44,6 +45,7 @@ export function renderReport(a) {
   out.push('');
   if (compare) renderComparison(a, out);
   if (a.sections.includes('durability')) out.push(renderDurability({ ...a, scenarioNames: SCENARIO_NAMES }));
+  if (a.sections.includes('jetstream')) out.push(renderJetstream(a));
   if (a.failures.length) {
     out.push('## Failed runs');
     out.push('');

@@ -9,7 +9,7 @@
 # (started here, store and log under ${S3DB_REPLICATOR_SERVICES:-$HOME/.cache/s3db-replicator/services}/nats).
 # The binary is Debian's `nats-server` package (installed with apt-get when missing), or
 # $NATS_SERVER_BIN. The tests that restart a server start their own with the same binary
-# (`nats.sh --bin` prints its path).
+# (`nats.sh --bin` prints its path, installing openssl too: the TLS test makes its certificates).
 set -euo pipefail
 
 PORT="${NATS_PORT:-45422}"
@@ -26,16 +26,20 @@ jetstream_answers() {
     | grep -q '"jetstream":true'
 }
 
+apt_install() {
+  log "installing Debian's $1 package"
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get install -y "$1" >&2 || { apt-get update >&2 && apt-get install -y "$1" >&2; })
+  else
+    (sudo apt-get install -y "$1" >&2 || { sudo apt-get update >&2 && sudo apt-get install -y "$1" >&2; })
+  fi
+}
+
 binary() {
   if [ -n "${NATS_SERVER_BIN:-}" ]; then echo "$NATS_SERVER_BIN"; return; fi
   command -v nats-server 2>/dev/null && return
   [ -x /usr/sbin/nats-server ] && { echo /usr/sbin/nats-server; return; }
-  log "installing Debian's nats-server package"
-  if [ "$(id -u)" = 0 ]; then
-    (apt-get install -y nats-server >&2 || { apt-get update >&2 && apt-get install -y nats-server >&2; })
-  else
-    (sudo apt-get install -y nats-server >&2 || { sudo apt-get update >&2 && sudo apt-get install -y nats-server >&2; })
-  fi
+  apt_install nats-server
   command -v nats-server 2>/dev/null || echo /usr/sbin/nats-server
 }
 
@@ -57,6 +61,8 @@ case "${1:-start}" in
     exit 0
     ;;
   --bin)
+    # The TLS test makes its certificates with openssl.
+    command -v openssl >/dev/null 2>&1 || apt_install openssl
     binary
     exit 0
     ;;

@@ -1,5 +1,6 @@
 //! `outbox: { jetstream: { ... } }`: where the shared log lives and how it is partitioned.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -26,6 +27,14 @@ pub struct JetStreamOptions {
     pub password: Option<Secret>,
     #[serde(default)]
     pub token: Option<Secret>,
+    /// An NKey user seed (`SU...`): the server knows the user by its public key.
+    #[serde(default)]
+    pub nkey: Option<Secret>,
+    /// A `.creds` file (user JWT and NKey seed), as issued by `nsc` or Synadia Cloud.
+    #[serde(default)]
+    pub creds_file: Option<String>,
+    #[serde(default)]
+    pub tls: Option<TlsOptions>,
     #[serde(default)]
     pub max_age_ms: Option<u64>,
     #[serde(default)]
@@ -34,6 +43,36 @@ pub struct JetStreamOptions {
     pub publish_timeout_ms: Option<u64>,
     #[serde(default)]
     pub max_in_flight: Option<u64>,
+}
+
+/// `tls: true` (require TLS, trusting the system's roots) or `{ ca, cert, key }` (PEM files:
+/// a private CA to trust, and a client certificate for servers that verify clients).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum TlsOptions {
+    Required(bool),
+    Files(TlsFiles),
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    #[serde(default)]
+    pub ca: Option<String>,
+    #[serde(default)]
+    pub cert: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// How this process proves who it is to the server (at most one way).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Auth {
+    None,
+    UserPassword(String, Secret),
+    Token(Secret),
+    NKey(Secret),
+    CredsFile(PathBuf),
 }
 
 /// The validated JetStream settings (shared by publishers and workers: they must agree).
@@ -45,9 +84,9 @@ pub struct JetStreamConfig {
     pub subject_prefix: String,
     pub partitions: u32,
     pub replicas: usize,
-    pub user: Option<String>,
-    pub password: Option<Secret>,
-    pub token: Option<Secret>,
+    pub auth: Auth,
+    /// `None`: plain TCP unless the server asks for TLS.
+    pub tls: Option<TlsFiles>,
     /// How long the stream keeps a change (a worker that is down longer loses it).
     pub max_age: Duration,
     /// A worker that has not renewed its partition leases for this long loses them.
@@ -81,6 +120,11 @@ impl JetStreamConfig {
     }
 }
 
+/// A partition's key in the leases and offsets buckets.
+pub fn partition_key(partition: u32) -> String {
+    format!("p{partition}")
+}
+
 fn err(path: &str, reason: impl Into<String>, hint: impl Into<String>) -> ConfigError {
     ConfigError::new(format!("outbox.jetstream.{path}"), reason, hint)
 }
@@ -112,7 +156,101 @@ fn range(path: &str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError>
     Ok(value)
 }
 
+fn auth(o: &JetStreamOptions) -> Result<Auth, ConfigError> {
+    let given: Vec<&str> = [
+        (o.user.is_some() || o.password.is_some(), "user/password"),
+        (o.token.is_some(), "token"),
+        (o.nkey.is_some(), "nkey"),
+        (o.creds_file.is_some(), "credsFile"),
+    ]
+    .into_iter()
+    .filter_map(|(set, name)| set.then_some(name))
+    .collect();
+    if given.len() > 1 {
+        return Err(err(
+            given[1].split('/').next().unwrap_or("user"),
+            format!("{} are both given", given.join(" and ")),
+            "give one way to authenticate: user/password, token, nkey or credsFile",
+        ));
+    }
+    if let Some(user) = &o.user {
+        let Some(password) = &o.password else {
+            return Err(err(
+                "password",
+                "a user without a password",
+                "give user and password together",
+            ));
+        };
+        return Ok(Auth::UserPassword(user.clone(), password.clone()));
+    }
+    if o.password.is_some() {
+        return Err(err(
+            "password",
+            "a password without a user",
+            "give user and password together, or a token",
+        ));
+    }
+    if let Some(token) = &o.token {
+        return Ok(Auth::Token(token.clone()));
+    }
+    if let Some(seed) = &o.nkey {
+        // The seed itself is never echoed: only its shape is described.
+        if !seed.expose().starts_with("SU") || seed.expose().len() < 40 {
+            return Err(err(
+                "nkey",
+                "it is not an NKey user seed",
+                "give the user's seed (it starts with 'SU', as `nk -gen user` prints it), not its public key",
+            ));
+        }
+        return Ok(Auth::NKey(seed.clone()));
+    }
+    if let Some(file) = &o.creds_file {
+        if file.trim().is_empty() {
+            return Err(err(
+                "credsFile",
+                "the path is empty",
+                "give the path of the .creds file, e.g. credsFile: './nats/user.creds'",
+            ));
+        }
+        return Ok(Auth::CredsFile(PathBuf::from(file)));
+    }
+    Ok(Auth::None)
+}
+
+fn tls(option: Option<TlsOptions>) -> Result<Option<TlsFiles>, ConfigError> {
+    let files = match option {
+        None | Some(TlsOptions::Required(false)) => return Ok(None),
+        Some(TlsOptions::Required(true)) => TlsFiles::default(),
+        Some(TlsOptions::Files(files)) => files,
+    };
+    if files.cert.is_some() != files.key.is_some() {
+        return Err(err(
+            if files.cert.is_some() { "tls.key" } else { "tls.cert" },
+            "a client certificate needs both its certificate and its key",
+            "give tls: { cert: 'client.pem', key: 'client-key.pem' } together (and ca: for a private CA)",
+        ));
+    }
+    for (name, path) in [
+        ("ca", &files.ca),
+        ("cert", &files.cert),
+        ("key", &files.key),
+    ] {
+        if let Some(path) = path {
+            if !std::path::Path::new(path).is_file() {
+                return Err(err(
+                    &format!("tls.{name}"),
+                    format!("'{path}' is not a readable file"),
+                    "give the path of a PEM file",
+                ));
+            }
+        }
+    }
+    Ok(Some(files))
+}
+
 pub fn parse(o: JetStreamOptions) -> Result<JetStreamConfig, ConfigError> {
+    let auth = auth(&o)?;
+    let tls = tls(o.tls.clone())?;
     let url = o
         .url
         .unwrap_or_else(|| "nats://127.0.0.1:4222".into())
@@ -149,29 +287,14 @@ pub fn parse(o: JetStreamOptions) -> Result<JetStreamConfig, ConfigError> {
             "use dot-separated tokens of letters, digits, '-' and '_', e.g. subjectPrefix: 'app.changes'",
         ));
     }
-    if o.password.is_some() && o.user.is_none() {
-        return Err(err(
-            "password",
-            "a password without a user",
-            "give user and password together, or a token",
-        ));
-    }
-    if o.token.is_some() && o.user.is_some() {
-        return Err(err(
-            "token",
-            "both a token and a user are given",
-            "give either user/password or token",
-        ));
-    }
     Ok(JetStreamConfig {
         url,
         stream,
         subject_prefix,
         partitions: range("partitions", o.partitions.unwrap_or(16), 1, 1024)? as u32,
         replicas: range("replicas", o.replicas.unwrap_or(1), 1, 5)? as usize,
-        user: o.user,
-        password: o.password,
-        token: o.token,
+        auth,
+        tls,
         max_age: Duration::from_millis(range(
             "maxAgeMs",
             o.max_age_ms.unwrap_or(7 * 24 * 3_600_000),
@@ -247,5 +370,56 @@ mod tests {
             assert_eq!(e.path, path);
             assert!(!e.reason.contains("u:p") && !e.hint.contains("u:p"));
         }
+    }
+
+    #[test]
+    fn one_way_to_authenticate_and_the_seed_is_never_echoed() {
+        let seed = format!("SUAM{}", "X".repeat(54));
+        let c = opts(serde_json::json!({ "nkey": seed })).unwrap();
+        assert!(matches!(c.auth, Auth::NKey(_)));
+        assert!(!format!("{c:?}").contains(&seed), "Debug hides the seed");
+        let c = opts(serde_json::json!({ "credsFile": "./user.creds" })).unwrap();
+        assert_eq!(c.auth, Auth::CredsFile(PathBuf::from("./user.creds")));
+        for (v, path) in [
+            (
+                serde_json::json!({ "nkey": seed, "token": "tok-secret" }),
+                "outbox.jetstream.nkey",
+            ),
+            (
+                serde_json::json!({ "user": "u", "password": "p", "credsFile": "x" }),
+                "outbox.jetstream.credsFile",
+            ),
+            (
+                serde_json::json!({ "user": "u" }),
+                "outbox.jetstream.password",
+            ),
+            (
+                serde_json::json!({ "nkey": "UAPUBLICKEYNOTASEED" }),
+                "outbox.jetstream.nkey",
+            ),
+            (
+                serde_json::json!({ "tls": { "cert": "c.pem" } }),
+                "outbox.jetstream.tls.key",
+            ),
+            (
+                serde_json::json!({ "tls": { "ca": "/nonexistent/ca.pem" } }),
+                "outbox.jetstream.tls.ca",
+            ),
+        ] {
+            let e = opts(v).unwrap_err();
+            assert_eq!(e.path, path, "{e}");
+            let text = format!("{e}");
+            assert!(
+                !text.contains(&seed)
+                    && !text.contains("tok-secret")
+                    && !text.contains("UAPUBLICKEY"),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            opts(serde_json::json!({ "tls": true })).unwrap().tls,
+            Some(TlsFiles::default())
+        );
+        assert_eq!(opts(serde_json::json!({ "tls": false })).unwrap().tls, None);
     }
 }

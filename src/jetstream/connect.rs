@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 
+use super::config::Auth;
 use super::JetStreamConfig;
 
 /// Header carrying the change's resource.
@@ -19,6 +20,11 @@ pub async fn connect(
     config: &JetStreamConfig,
     name: &str,
 ) -> Result<(async_nats::Client, jetstream::Context), String> {
+    // rustls picks no process-wide crypto provider when the dependency tree enables more than
+    // one (the AWS SDK brings aws-lc-rs), and async-nats would panic at a TLS handshake (asked
+    // for by `tls`, a tls:// url, or a server that requires it): name ours. (An error means
+    // one is installed already, which serves as well.)
+    let _ = async_nats::rustls::crypto::ring::default_provider().install_default();
     let mut options = async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(5))
@@ -26,11 +32,30 @@ pub async fn connect(
         .reconnect_delay_callback(|attempts| {
             Duration::from_millis((50 * attempts as u64).min(250))
         });
-    if let (Some(user), Some(password)) = (&config.user, &config.password) {
-        options = options.user_and_password(user.clone(), password.expose().to_string());
-    }
-    if let Some(token) = &config.token {
-        options = options.token(token.expose().to_string());
+    options = match &config.auth {
+        Auth::None => options,
+        Auth::UserPassword(user, password) => {
+            options.user_and_password(user.clone(), password.expose().to_string())
+        }
+        Auth::Token(token) => options.token(token.expose().to_string()),
+        Auth::NKey(seed) => options.nkey(seed.expose().to_string()),
+        Auth::CredsFile(path) => options.credentials_file(path).await.map_err(|e| {
+            // async-nats names neither the file nor the field; the contents are never echoed.
+            format!(
+                "outbox.jetstream.credsFile: could not read '{}': {}",
+                path.display(),
+                creds_reason(&e)
+            )
+        })?,
+    };
+    if let Some(tls) = &config.tls {
+        options = options.require_tls(true);
+        if let Some(ca) = &tls.ca {
+            options = options.add_root_certificates(ca.into());
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+            options = options.add_client_certificate(cert.into(), key.into());
+        }
     }
     let client = options
         .connect(config.url.as_str())
@@ -40,6 +65,15 @@ pub async fn connect(
     context.set_timeout(Duration::from_secs(5));
     ensure_stream(config, &context).await?;
     Ok((client, context))
+}
+
+/// Why a creds file was refused, without its contents (a parse error may quote them).
+fn creds_reason(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => "it is not a NATS credentials file (a user JWT and an NKey seed, as `nsc generate creds` writes)".into(),
+    }
 }
 
 pub async fn ensure_stream(

@@ -6,8 +6,9 @@
 //! keeps one copy) until `publishTimeoutMs`, then fails: the application's write fails with it
 //! instead of being accepted without a durable copy.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -25,6 +26,8 @@ pub struct Publisher {
     id: String,
     next_seq: AtomicU64,
     published: AtomicU64,
+    /// Per partition, the highest stream sequence this process has stored.
+    highest: Mutex<HashMap<u32, u64>>,
 }
 
 /// Where one change went.
@@ -48,6 +51,7 @@ impl Publisher {
             id,
             next_seq: AtomicU64::new(1),
             published: AtomicU64::new(0),
+            highest: Mutex::default(),
         })
     }
 
@@ -98,6 +102,10 @@ impl Publisher {
             match tokio::time::timeout(left, result).await {
                 Ok(Ok(ack)) => {
                     self.published.fetch_add(1, SeqCst);
+                    if let Ok(mut highest) = self.highest.lock() {
+                        let top = highest.entry(partition).or_insert(0);
+                        *top = (*top).max(ack.sequence);
+                    }
                     return Ok(Published {
                         identity,
                         partition,
@@ -125,6 +133,53 @@ impl Publisher {
             self.config.url,
             started.elapsed().as_millis()
         )
+    }
+
+    /// Resolves once every change this process has stored so far is settled by the workers
+    /// (delivered, skipped or dead-lettered by every destination): each partition's committed
+    /// offset in the offsets bucket has reached it. Waits for as long as that takes (no worker
+    /// running: until one is); returns false at once when the publisher is closed meanwhile.
+    pub async fn settled(&self) -> bool {
+        let mut pending: Vec<(u32, u64)> = self
+            .highest
+            .lock()
+            .map(|h| h.iter().map(|(&p, &seq)| (p, seq)).collect())
+            .unwrap_or_default();
+        let mut offsets = None;
+        while !pending.is_empty() {
+            if self.window.is_closed() {
+                return false;
+            }
+            if offsets.is_none() {
+                // Created by the first worker: until then nothing is settled.
+                offsets = self
+                    .context
+                    .get_key_value(self.config.offset_bucket())
+                    .await
+                    .ok();
+            }
+            if let Some(kv) = &offsets {
+                let mut left = Vec::with_capacity(pending.len());
+                for (p, seq) in pending {
+                    let committed = match kv.get(super::config::partition_key(p)).await {
+                        Ok(Some(v)) => std::str::from_utf8(&v)
+                            .ok()
+                            .and_then(|s| s.parse::<u64>().ok())
+                            .unwrap_or(0),
+                        _ => 0,
+                    };
+                    if committed < seq {
+                        left.push((p, seq));
+                    }
+                }
+                pending = left;
+            }
+            if !pending.is_empty() {
+                // Workers commit every 200 ms: a poll of 25 ms adds little to that.
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+        true
     }
 
     /// Sends what is buffered and closes the connection.

@@ -70,7 +70,7 @@ impl StreamWorker {
 }
 
 fn lease_key(p: u32) -> String {
-    format!("p{p}")
+    super::config::partition_key(p)
 }
 
 /// Opens (creating it if needed) a KV bucket. The bucket's stream is created here rather than

@@ -98,6 +98,13 @@ impl JetStreamPublisher {
         })
     }
 
+    /// Resolves once every change stored so far is settled by the workers (the partitions'
+    /// committed offsets reached them); false when the publisher was closed meanwhile.
+    #[napi]
+    pub async fn settled(&self) -> bool {
+        self.publisher.settled().await
+    }
+
     /// Sends what is buffered; later publishes fail.
     #[napi]
     pub async fn close(&self) {
