@@ -42,13 +42,17 @@ fn nats_bin() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-fn nats_server() -> Server {
-    let bin = nats_bin();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
+        .port()
+}
+
+fn nats_server() -> Server {
+    let bin = nats_bin();
+    let port = free_port();
     let store = TempDir::new("nats");
     let child = Command::new(&bin)
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
@@ -288,11 +292,7 @@ async fn an_nkey_user_over_mutual_tls_publishes_and_delivers_and_a_wrong_seed_is
     certificates(dir);
     let user = nkeys::KeyPair::new_user();
     let seed = user.seed().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let store = TempDir::new("nats");
     let d = dir.display();
     std::fs::write(
