@@ -21,7 +21,7 @@ import { Database } from 's3db.js/lite';
 
 import { ATTRIBUTES, openDestination } from './destinations.mjs';
 import { installPlugin } from './plugins.mjs';
-import { lags, stateMismatches, summarizeLags, visibility } from './stats.mjs';
+import { stateMismatches, visibility } from './stats.mjs';
 import { makeScript, runWriter } from './workload.mjs';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
@@ -147,12 +147,9 @@ export async function runWorkers(job) {
       delivered: vis.delivered,
       deliverMs,
       deliveredRate: (vis.delivered / deliverMs) * 1000,
-      // Lag here = from the first worker's ready to arrival (the backlog drains): not comparable to the writes runs'.
       requests: (await dest.traffic()).requests,
       complete,
-      errors: 0,
       mismatches: stateMismatches(final, state),
-      lag: summarizeLags(lags(ops.map(() => firstReady), vis.visible)),
     };
   } finally {
     for (const x of workers) x.child.kill('SIGTERM');

@@ -120,11 +120,6 @@ impl JetStreamConfig {
     }
 }
 
-/// A partition's key in the leases and offsets buckets.
-pub fn partition_key(partition: u32) -> String {
-    format!("p{partition}")
-}
-
 fn err(path: &str, reason: impl Into<String>, hint: impl Into<String>) -> ConfigError {
     ConfigError::new(format!("outbox.jetstream.{path}"), reason, hint)
 }

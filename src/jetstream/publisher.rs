@@ -161,13 +161,8 @@ impl Publisher {
             if let Some(kv) = &offsets {
                 let mut left = Vec::with_capacity(pending.len());
                 for (p, seq) in pending {
-                    let committed = match kv.get(super::config::partition_key(p)).await {
-                        Ok(Some(v)) => std::str::from_utf8(&v)
-                            .ok()
-                            .and_then(|s| s.parse::<u64>().ok())
-                            .unwrap_or(0),
-                        _ => 0,
-                    };
+                    // Unreadable now: asked again at the next poll.
+                    let committed = super::worker::committed_offset(kv, p).await.unwrap_or(0);
                     if committed < seq {
                         left.push((p, seq));
                     }

@@ -69,8 +69,19 @@ impl StreamWorker {
     }
 }
 
-fn lease_key(p: u32) -> String {
-    super::config::partition_key(p)
+/// A partition's key in the leases and offsets buckets.
+fn partition_key(p: u32) -> String {
+    format!("p{p}")
+}
+
+/// A partition's committed offset: every change up to this stream sequence is settled by
+/// every destination (0: nothing committed yet).
+pub(super) async fn committed_offset(offsets: &kv::Store, p: u32) -> Result<u64, kv::EntryError> {
+    Ok(offsets
+        .get(partition_key(p))
+        .await?
+        .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok())
+        .unwrap_or(0))
 }
 
 /// Opens (creating it if needed) a KV bucket. The bucket's stream is created here rather than
@@ -197,7 +208,7 @@ impl Session {
         for (&p, owned) in self.owned.iter_mut() {
             match self
                 .leases
-                .update(lease_key(p), self.id.clone().into(), owned.revision)
+                .update(partition_key(p), self.id.clone().into(), owned.revision)
                 .await
             {
                 Ok(revision) => owned.revision = revision,
@@ -234,25 +245,21 @@ impl Session {
                     break;
                 }
                 let p = (offset + i) % partitions;
-                if self.owned.contains_key(&p) || keys.contains(&lease_key(p)) {
+                if self.owned.contains_key(&p) || keys.contains(&partition_key(p)) {
                     continue;
                 }
                 let Ok(revision) = self
                     .leases
-                    .create(lease_key(p), self.id.clone().into())
+                    .create(partition_key(p), self.id.clone().into())
                     .await
                 else {
                     continue;
                 };
-                let committed = match self.offsets.get(lease_key(p)).await {
-                    Ok(Some(v)) => std::str::from_utf8(&v)
-                        .ok()
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(0),
-                    Ok(None) => 0,
+                let committed = match committed_offset(&self.offsets, p).await {
+                    Ok(offset) => offset,
                     Err(error) => {
                         tracing::warn!(message = "Could not read a partition offset.", partition = p, %error);
-                        let _ = self.leases.delete(lease_key(p)).await;
+                        let _ = self.leases.delete(partition_key(p)).await;
                         continue;
                     }
                 };
@@ -308,7 +315,7 @@ impl Session {
             .collect();
         for p in done {
             self.commit_one(p).await;
-            let _ = self.leases.delete(lease_key(p)).await;
+            let _ = self.leases.delete(partition_key(p)).await;
             self.owned.remove(&p);
             self.feed.close_partition(p);
         }
@@ -333,7 +340,7 @@ impl Session {
         }
         match self
             .offsets
-            .put(lease_key(p), floor.to_string().into())
+            .put(partition_key(p), floor.to_string().into())
             .await
         {
             Ok(_) => owned.committed = floor,
@@ -362,7 +369,7 @@ impl Session {
         self.commit().await;
         let parts: Vec<u32> = self.owned.keys().copied().collect();
         for p in parts {
-            let _ = self.leases.delete(lease_key(p)).await;
+            let _ = self.leases.delete(partition_key(p)).await;
         }
         let _ = self.leases.delete(format!("w.{}", self.id)).await;
     }
