@@ -57,6 +57,8 @@ function plan() {
     if (opts.only.includes('durability')) jobs.push(...durabilityJobs(opts, r));
     // Delivery workers draining a backlog from JetStream (lib/jetstream.mjs).
     if (opts.only.includes('jetstream')) jobs.push(...jetstreamJobs(opts, r));
+    // The README demo, 20,000 changes (lib/demo-run.mjs).
+    if (opts.only.includes('demo')) jobs.push({ kind: 'demo', plugin: 'ours', dest: '-', writer: '-' });
   }
   return jobs;
 }
@@ -66,6 +68,7 @@ function describe(job, r) {
   if (!r) return name;
   if (job.kind === 'limits') return `${name}: ${Object.entries(r).map(([k, v]) => `${k} ${v.toFixed(0)}/s`).join(', ')}`;
   if (job.kind === 'engine') return `${name}: ${r.rate.toFixed(0)} rows/s, ${r.delivered} delivered`;
+  if (job.kind === 'demo') return `${name}: ${r.writes} changes, all delivered ${(r.afterLastWriteMs / 1000).toFixed(2)} s after the last write, ${r.errors} errors`;
   if (job.kind === 'workers') return `${name}: ${r.deliveredRate.toFixed(0)} delivered/s, ${r.delivered}/${opts.n} delivered${r.complete ? '' : ', TIMED OUT'}`;
   const f = (v, d = 0) => (Number.isFinite(v) ? v.toFixed(d) : '—');
   const lag = r.lag ? `, delivered ${r.delivered}/${opts.n} at ${f(r.deliveredRate)}/s, lag p50 ${f(r.lag.p50, 1)} p99 ${f(r.lag.p99, 1)} ms` : '';

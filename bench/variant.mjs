@@ -3,13 +3,14 @@
 
 import { register } from 'node:module';
 
+import { runDemo } from './lib/demo-run.mjs';
 import { runWithOutbox } from './lib/durability.mjs';
 import { runEngine } from './lib/engine-run.mjs';
 import { runWorkers } from './lib/jetstream.mjs';
 import { runLimits } from './lib/limits-run.mjs';
 import { runWrites } from './lib/writes-run.mjs';
 
-const RUNS = { writes: runWrites, engine: runEngine, limits: runLimits, workers: runWorkers };
+const RUNS = { writes: runWrites, engine: runEngine, limits: runLimits, workers: runWorkers, demo: runDemo };
 
 process.once('message', async (job) => {
   try {

@@ -2,7 +2,8 @@
 // another s3db.js database on local files and to a webhook on a local HTTP server.
 // Prints what it replicated and how fast. No server to install.
 //
-//   node examples/demo.mjs [changes]     (default 20000)
+//   node examples/demo.mjs [changes]          (default 20000)
+//   node examples/demo.mjs [changes] --json   one JSON line of figures instead (bench/lib/demo-run.mjs)
 
 import { rm } from 'node:fs/promises';
 import http from 'node:http';
@@ -12,7 +13,9 @@ import { fileURLToPath } from 'node:url';
 import { Database } from 's3db.js/lite';
 import { ReplicatorPlugin } from '../plugin.js';
 
-const N = Number(process.argv[2] ?? 20000);
+const args = process.argv.slice(2);
+const asJson = args.includes('--json');
+const N = Number(args.find((a) => a !== '--json') ?? 20000);
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const backupDir = path.join(root, '.demo-data', 'backup');
 
@@ -89,21 +92,31 @@ const backup = new Database({ connectionString: `file://${backupDir}`, logLevel:
 await backup.connect();
 const [srcUsers, bakUsers, bakOrders] = await Promise.all([users.count(), backup.resources.users.count(), backup.resources.orders.count()]);
 
-const pct = (list, p) => (list.length ? list[Math.min(list.length - 1, Math.floor((p / 100) * list.length))].toFixed(1) : '-');
+const pct = (list, p) => (list.length ? list[Math.min(list.length - 1, Math.floor((p / 100) * list.length))] : NaN);
+const lagOf = (id) => (durations.get(id) ?? []).sort((a, b) => a - b);
 const secs = (ms) => (ms / 1000).toFixed(2);
-console.log(`\ns3db-replicator demo: ${writes} source writes (memory://) replicated to a file:// s3db database and a local webhook\n`);
-console.log('| replicator | driver | delivered | skipped | failed | batches | lag p50 ms | lag p99 ms | lag max ms |');
-console.log('|---|---|---|---|---|---|---|---|---|');
-for (const r of stats.replicators) {
-  const lag = (durations.get(r.id) ?? []).sort((a, b) => a - b);
-  console.log(`| ${r.id} | ${r.driver} | ${r.status.delivered} | ${r.status.skipped} | ${r.status.failed} | ${r.status.batches} | ${pct(lag, 50)} | ${pct(lag, 99)} | ${pct(lag, 100)} |`);
+if (asJson) {
+  const lag = Object.fromEntries(stats.replicators.map((r) => [r.id, { p50: pct(lagOf(r.id), 50), p99: pct(lagOf(r.id), 99), max: pct(lagOf(r.id), 100) }]));
+  console.log(JSON.stringify({
+    writes, writeMs: wrote - started, afterLastWriteMs: delivered - wrote, totalMs: delivered - started,
+    delivered: stats.stats.totalReplications, errors, lag, backupUsers: bakUsers, sourceUsers: srcUsers, webhookChanges,
+  }));
+} else {
+  const ms = (v) => (Number.isFinite(v) ? v.toFixed(1) : '-');
+  console.log(`\ns3db-replicator demo: ${writes} source writes (memory://) replicated to a file:// s3db database and a local webhook\n`);
+  console.log('| replicator | driver | delivered | skipped | failed | batches | lag p50 ms | lag p99 ms | lag max ms |');
+  console.log('|---|---|---|---|---|---|---|---|---|');
+  for (const r of stats.replicators) {
+    const lag = lagOf(r.id);
+    console.log(`| ${r.id} | ${r.driver} | ${r.status.delivered} | ${r.status.skipped} | ${r.status.failed} | ${r.status.batches} | ${ms(pct(lag, 50))} | ${ms(pct(lag, 99))} | ${ms(pct(lag, 100))} |`);
+  }
+  console.log(`\nsource writes:        ${writes} in ${secs(wrote - started)} s (${Math.round(writes / ((wrote - started) / 1000))}/s, 64 in flight)`);
+  console.log(`all delivered:        ${secs(delivered - wrote)} s after the last write, ${secs(delivered - started)} s from the first (${Math.round(stats.stats.totalReplications / ((delivered - started) / 1000))} deliveries/s)`);
+  console.log('lag:                  from the change reaching the engine to the destination acknowledging it');
+  console.log(`webhook:              ${webhookChanges} changes in ${webhookRequests} keep-alive requests`);
+  console.log(`file backup:          users ${bakUsers}/${srcUsers} (source), orders ${bakOrders}; backup at ${path.relative(process.cwd(), backupDir) || backupDir}`);
+  console.log(`errors:               ${errors}`);
 }
-console.log(`\nsource writes:        ${writes} in ${secs(wrote - started)} s (${Math.round(writes / ((wrote - started) / 1000))}/s, 64 in flight)`);
-console.log(`all delivered after:  ${secs(delivered - started)} s from the first write (${Math.round(stats.stats.totalReplications / ((delivered - started) / 1000))} deliveries/s)`);
-console.log('lag:                  from the change reaching the engine to the destination acknowledging it');
-console.log(`webhook:              ${webhookChanges} changes in ${webhookRequests} keep-alive requests`);
-console.log(`file backup:          users ${bakUsers}/${srcUsers} (source), orders ${bakOrders}; backup at ${path.relative(process.cwd(), backupDir) || backupDir}`);
-console.log(`errors:               ${errors}`);
 
 await backup.disconnect();
 await db.disconnect();

@@ -5,6 +5,11 @@
 //! `node` feature.
 #![deny(clippy::all)]
 
+/// mimalloc instead of the system allocator (see Cargo.toml): the engine's threads allocate and
+/// free each change on different threads, which glibc's malloc makes expensive.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -415,6 +415,110 @@ async fn postgres_schemas_and_native_types() {
     .await;
 }
 
+/// PostgreSQL's bulk path: a group of 1,000 rows or more goes through COPY into a staging
+/// table. It must leave exactly the rows the `jsonb` path leaves (same batch, written in groups
+/// too small to stage), for every type schema sync creates and values that need escaping; a
+/// bad row fails the whole staged batch permanently, nothing written.
+#[tokio::test]
+async fn postgres_copy_staging_writes_what_the_jsonb_path_writes() {
+    let db = pg().await;
+    let staged = sql_conformance::table("staged");
+    let plain = sql_conformance::table("plain");
+    let sink = db.sink(json!({ "schemaSync": { "enabled": true } }));
+    let attrs = json!({
+        "name": "string", "meta": "json", "tags": "array", "on": "boolean", "n": "number",
+        "born": "date", "at": "datetime", "uid": "uuid"
+    });
+    for t in [&staged, &plain] {
+        sink.sync_schema(t, &s3db_replicator::schema::parse_attributes(&attrs))
+            .await
+            .unwrap();
+    }
+    let value = |i: u64| {
+        json!({
+            "name": match i % 5 { 0 => json!("tab\there\nnew line \\ back\\slash ✓ 😀"), 1 => json!(""), 2 => json!(null), 3 => json!("\\N"), _ => json!(format!("n{i}")) },
+            "meta": match i % 4 { 0 => json!({ "k": [1, "x", null, 2.5], "s": "q\"t\te" }), 1 => json!("a string"), 2 => json!(null), _ => json!([i]) },
+            "tags": ["a", i],
+            "on": i.is_multiple_of(3),
+            "n": match i % 4 { 0 => json!(i), 1 => json!(i as f64 + 0.25), 2 => json!(-1e21), _ => json!(null) },
+            "born": "2024-02-29",
+            "at": if i.is_multiple_of(2) { json!(1_760_783_400_000u64 + i) } else { json!("2025-10-18T10:30:00.123Z") },
+            "uid": format!("1b4e28ba-2fa1-11d2-883f-{i:012}"),
+        })
+    };
+    let batch = |t: &str| -> Vec<_> {
+        (0..1_200u64)
+            .map(|i| sql_conformance::ins(t, &format!("r{i:04}"), value(i)))
+            .collect()
+    };
+    // In one batch (staged), and in batches below the staging size (the jsonb path).
+    assert!(matches!(
+        sink.write_batch(&batch(&staged)).await,
+        Ok(BatchOutcome::Delivered)
+    ));
+    for part in batch(&plain).chunks(500) {
+        assert!(matches!(
+            sink.write_batch(part).await,
+            Ok(BatchOutcome::Delivered)
+        ));
+    }
+    let (a, b) = (db.rows(&staged).await, db.rows(&plain).await);
+    assert_eq!(a.len(), 1_200);
+    assert_eq!(a, b, "the staged rows equal the jsonb path's");
+    assert_eq!(
+        a["r0000"]["name"],
+        json!("tab\there\nnew line \\ back\\slash ✓ 😀")
+    );
+    assert_eq!(
+        a["r0003"]["name"],
+        json!("\\N"),
+        "a literal \\N is not NULL"
+    );
+    assert_eq!(a["r0001"]["meta"], json!("a string"));
+    // Updates of every row (staged): the upsert path, not only inserts.
+    let updates: Vec<_> = (0..1_200u64)
+        .map(|i| {
+            sql_conformance::upd(
+                &staged,
+                &format!("r{i:04}"),
+                json!({ "name": format!("u{i}") }),
+            )
+        })
+        .collect();
+    assert!(matches!(
+        sink.write_batch(&updates).await,
+        Ok(BatchOutcome::Delivered)
+    ));
+    let a = db.rows(&staged).await;
+    assert_eq!(
+        (a["r1199"]["name"].clone(), a["r1199"]["on"].clone()),
+        (json!("u1199"), b["r1199"]["on"].clone()),
+        "a field the update lacks is left alone"
+    );
+    // One bad value among 1,200 staged rows: the batch fails permanently and writes nothing.
+    let mut bad = batch(&staged);
+    for c in &mut bad {
+        c.id = format!("x{}", c.id);
+    }
+    bad[700].data["uid"] = json!("not-a-uuid");
+    let e = sink.write_batch(&bad).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Permanent, "{e}");
+    assert!(
+        e.message.contains("COPY staging") && e.message.contains("uuid"),
+        "{e}"
+    );
+    assert_eq!(
+        db.rows(&staged).await.len(),
+        1_200,
+        "nothing of the failed batch was written"
+    );
+    sink.close().await;
+    for t in [&staged, &plain] {
+        db.exec(&s3db_replicator::schema::drop_table(Dialect::Postgres, t))
+            .await;
+    }
+}
+
 /// MySQL: values the column cannot take fail permanently; DATETIME/DATE conversion from ISO
 /// strings with offsets and epoch milliseconds; JSON columns keep strings as JSON strings.
 #[tokio::test]

@@ -2,8 +2,8 @@
 
 import os from 'node:os';
 
-/** The sections of a run: `compare` (stock vs ours), `durability` (ours, outbox off vs on) and `jetstream` (delivery workers). */
-export const SECTIONS = ['compare', 'durability', 'jetstream'];
+/** The sections of a run: `compare` (stock vs ours), `durability` (ours, outbox off vs on), `jetstream` (delivery workers) and `demo` (the README demo). */
+export const SECTIONS = ['compare', 'durability', 'jetstream', 'demo'];
 /** Outbox variants of the durability section (see lib/durability.mjs). */
 export const OUTBOX_VARIANTS = ['off', 'disk', 'nofsync', 'jetstream'];
 
@@ -25,7 +25,7 @@ export const DEFAULTS = {
   seed: 42,
   plugin: new URL('../../plugin.js', import.meta.url).pathname, // our plugin module to benchmark
   from: '', // results.json of an earlier run: only re-render its tables and chart
-  only: SECTIONS.join(','), // sections to run: compare (stock vs ours), durability (outbox off vs on), jetstream (1, 2, 4 delivery workers)
+  only: SECTIONS.join(','), // sections to run: compare (stock vs ours), durability (outbox off vs on), jetstream (1, 2, 4 delivery workers), demo (the README demo)
   outbox: OUTBOX_VARIANTS.join(','), // durability variants: off = outbox: false, disk = { dir } (fsync every 20 ms), nofsync = { dir, fsync: 'off' }, jetstream = { jetstream } in mode 'both'
   'outbox-root': os.tmpdir(), // where the durability variants' fresh outbox directories are made (and removed)
 };
@@ -40,9 +40,10 @@ const HELP = `usage: node bench/compare.mjs [--n 10000] [--quick] [--big] [--rep
        [--concurrency 64] [--timeout 300] [--out bench/results/] [--seed 42]
        [--plugin path/to/plugin.js]   (ours; default: this repository's plugin.js)
        [--from bench/results/results.json]   (re-render an earlier run, run nothing)
-       [--only compare,durability,jetstream]   (sections: compare = stock vs ours; durability = ours with the
+       [--only compare,durability,jetstream,demo]   (sections: compare = stock vs ours; durability = ours with the
          outbox off vs on disk vs on JetStream, on --dests s3db,webhook unless --dests is given;
-         jetstream = a backlog drained by 1, 2 and 4 delivery workers to the webhook)
+         jetstream = a backlog drained by 1, 2 and 4 delivery workers to the webhook;
+         demo = the README demo, 20,000 changes: how long after the last write all are delivered)
        [--outbox off,disk,nofsync,jetstream] [--outbox-root ${DEFAULTS_TMP}]   (durability variants; parent of their temp dirs)
          (jetstream and its section start a nats-server of their own: scripts/services/nats.sh --bin)`;
 

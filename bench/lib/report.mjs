@@ -2,6 +2,7 @@
 // (correctness columns show the worst run). The durability section's tables are in
 // lib/durability.mjs.
 
+import { renderDemo } from './demo-run.mjs';
 import { renderDurability } from './durability.mjs';
 import { renderJetstream } from './jetstream.mjs';
 
@@ -46,6 +47,7 @@ export function renderReport(a) {
   if (compare) renderComparison(a, out);
   if (a.sections.includes('durability')) out.push(renderDurability({ ...a, scenarioNames: SCENARIO_NAMES }));
   if (a.sections.includes('jetstream')) out.push(renderJetstream(a));
+  if (a.sections.includes('demo')) out.push(renderDemo(a));
   if (a.failures.length) {
     out.push('## Failed runs');
     out.push('');

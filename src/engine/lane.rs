@@ -292,6 +292,8 @@ fn finish(shared: &Shared, r: &Replicator, batch: &[Delivery], outcomes: &mut [O
 /// What happens to each delivery before the write.
 enum Prepared {
     Write(Change),
+    /// A `Write` whose change was handed to the sink.
+    Sent,
     Skip,
     /// A re-sent dead letter whose record has a newer change: writing it would go back in time.
     Superseded,
@@ -302,11 +304,15 @@ async fn process(shared: &Shared, r: &Replicator, batch: &[Delivery]) -> Vec<Out
     r.metrics.batches.inc();
     r.metrics.batch_size.observe(batch.len() as f64);
     let prepared = prepare(shared, r, batch).await;
+    let mut prepared = prepared;
     let mut changes = Vec::new();
     let mut slots = Vec::new();
-    for (i, p) in prepared.iter().enumerate() {
-        if let Prepared::Write(c) = p {
-            changes.push(c.clone());
+    for (i, p) in prepared.iter_mut().enumerate() {
+        if matches!(p, Prepared::Write(_)) {
+            // Moved, not cloned: a record's data is the largest thing a change carries.
+            if let Prepared::Write(c) = std::mem::replace(p, Prepared::Sent) {
+                changes.push(c);
+            }
             slots.push(i);
         }
     }
@@ -324,7 +330,7 @@ async fn process(shared: &Shared, r: &Replicator, batch: &[Delivery]) -> Vec<Out
             Prepared::Skip => outcome(r, d, OutcomeStatus::Skipped, 0, None),
             Prepared::Superseded => outcome(r, d, OutcomeStatus::Skipped, 0, None).superseded(),
             Prepared::Fail(e, code) => outcome(r, d, OutcomeStatus::Failed, 0, Some((e, *code))),
-            Prepared::Write(_) => match &written[i] {
+            Prepared::Write(_) | Prepared::Sent => match &written[i] {
                 Some((attempts, None)) => {
                     delivered_any = true;
                     outcome(r, d, OutcomeStatus::Replicated, *attempts, None)

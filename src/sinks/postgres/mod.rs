@@ -4,6 +4,7 @@
 
 mod backend;
 mod config;
+mod copy;
 mod retry;
 
 use std::sync::Arc;
