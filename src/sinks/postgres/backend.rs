@@ -1,17 +1,15 @@
 //! PostgreSQL statements: each table's upserts go to the server as ONE `jsonb` parameter that
 //! PostgreSQL itself turns into typed rows of the table (`jsonb_populate_recordset`), so every
 //! value is converted by the column's own input function (numbers, booleans, JSONB, dates,
-//! UUID, INET, arrays) and no value is ever interpolated into SQL. A large group goes through
-//! COPY into a staging table instead (`copy.rs`), with the same result.
+//! UUID, INET, arrays) and no value is ever interpolated into SQL.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
-use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::postgres::PgPool;
 
-use super::copy;
 use super::retry::{classify, ddl_already_done};
 use crate::error::SinkError;
 use crate::schema::{Dialect, LiveColumn};
@@ -135,26 +133,13 @@ pub(crate) fn group_rows(
     groups
 }
 
-/// One statement of a plan, with its single `jsonb` parameter, or (the bulk path) reading
-/// rows that `stage` copies into a staging table first.
+/// One statement of a plan, with its single `jsonb` parameter.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PgStatement {
     /// What it does, for error messages (`upsert into "t"`).
     pub what: String,
     pub sql: String,
     pub param: Value,
-    pub stage: Option<Stage>,
-}
-
-/// Rows for `COPY … FROM STDIN` into a temporary table that lives until the commit.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Stage {
-    /// `CREATE TEMP TABLE … ON COMMIT DROP AS SELECT <columns> FROM <table> WITH NO DATA`: the
-    /// table's own column types, none of its constraints.
-    pub create: String,
-    pub copy: String,
-    /// COPY text (`copy::stageable`).
-    pub data: Vec<u8>,
 }
 
 fn is_temporal(ty: &str) -> bool {
@@ -185,7 +170,6 @@ pub(crate) fn plan_statements(
     let d = Dialect::Postgres;
     let empty = HashMap::new();
     let mut out = Vec::new();
-    let mut staged = 0;
     for tw in &plan.tables {
         let t = d.quote_table(&tw.table);
         let live = columns.get(&tw.table).unwrap_or(&empty);
@@ -217,29 +201,13 @@ pub(crate) fn plan_statements(
                     .join(", ");
                 format!("DO UPDATE SET {sets}")
             };
-            let conflict = format!("ON CONFLICT ({}) {action}", d.quote(&g.columns[0]));
-            if let Some(data) = copy::stageable(&g.columns, &g.rows, &idx) {
-                let stage = d.quote(&format!("s3dbr_stage_{staged}"));
-                staged += 1;
-                out.push(PgStatement {
-                    what: format!("upsert into {t} (COPY staging)"),
-                    sql: format!("INSERT INTO {t} ({list}) SELECT {list} FROM {stage} {conflict}"),
-                    param: Value::Null,
-                    stage: Some(Stage {
-                        create: format!("CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {list} FROM {t} WITH NO DATA"),
-                        copy: format!("COPY {stage} ({list}) FROM STDIN"),
-                        data,
-                    }),
-                });
-                continue;
-            }
             out.push(PgStatement {
                 what: format!("upsert into {t}"),
                 sql: format!(
-                    "INSERT INTO {t} ({list}) SELECT {list} FROM jsonb_populate_recordset(NULL::{t}, $1) {conflict}"
+                    "INSERT INTO {t} ({list}) SELECT {list} FROM jsonb_populate_recordset(NULL::{t}, $1) ON CONFLICT ({}) {action}",
+                    d.quote(&g.columns[0])
                 ),
                 param: Value::Array(g.rows.into_iter().map(Value::Object).collect()),
-                stage: None,
             });
         }
         if !tw.deletes.is_empty() {
@@ -257,7 +225,6 @@ pub(crate) fn plan_statements(
                 what: format!("delete from {t}"),
                 sql: format!("DELETE FROM {t} WHERE {id} IN (SELECT {id} FROM jsonb_populate_recordset(NULL::{t}, $1))"),
                 param: Value::Array(keys),
-                stage: None,
             });
         }
     }
@@ -276,7 +243,6 @@ pub(crate) fn plan_statements(
                     d.quote(log_resource)
                 ),
                 param: Value::Array(param),
-                stage: None,
             });
         }
     }
@@ -332,36 +298,6 @@ async fn run<'e, E: sqlx::PgExecutor<'e>>(ex: E, s: &PgStatement) -> Result<(), 
         .map_err(|e| with_context(&s.what, &e))
 }
 
-/// A statement inside the batch's transaction: staged ones copy their rows first. Their SQL
-/// is not kept as a prepared statement (the staging table is new in every transaction).
-/// (`sqlx::raw_sql` would say that too, but its future fails the `Send` check of the
-/// `async_trait` one: "implementation of `Executor` is not general enough".)
-async fn run_in(conn: &mut PgConnection, s: &PgStatement) -> Result<(), SinkError> {
-    let fail = |e: sqlx::Error| with_context(&s.what, &e);
-    let Some(stage) = &s.stage else {
-        return sqlx::query(&s.sql)
-            .bind(sqlx::types::Json(&s.param))
-            .execute(&mut *conn)
-            .await
-            .map(|_| ())
-            .map_err(fail);
-    };
-    sqlx::query(&stage.create)
-        .persistent(false)
-        .execute(&mut *conn)
-        .await
-        .map_err(fail)?;
-    let mut copy = conn.copy_in_raw(&stage.copy).await.map_err(fail)?;
-    copy.send(stage.data.as_slice()).await.map_err(fail)?;
-    copy.finish().await.map_err(fail)?;
-    sqlx::query(&s.sql)
-        .persistent(false)
-        .execute(&mut *conn)
-        .await
-        .map(|_| ())
-        .map_err(fail)
-}
-
 #[async_trait]
 impl SqlBackend for PgBackend {
     fn dialect(&self) -> Dialect {
@@ -414,9 +350,8 @@ impl SqlBackend for PgBackend {
         let stmts = plan_statements(plan, columns, &log_resource);
         match stmts.as_slice() {
             [] => Ok(()),
-            // One statement is atomic on its own: no BEGIN/COMMIT round trips. (A staging
-            // table lives until the commit, so a staged statement needs the transaction.)
-            [one] if one.stage.is_none() => run(&self.pool, one).await,
+            // One statement is atomic on its own: no BEGIN/COMMIT round trips.
+            [one] => run(&self.pool, one).await,
             many => {
                 let mut tx = self
                     .pool
@@ -424,7 +359,7 @@ impl SqlBackend for PgBackend {
                     .await
                     .map_err(|e| with_context("begin", &e))?;
                 for s in many {
-                    run_in(&mut tx, s).await?;
+                    run(&mut *tx, s).await?;
                 }
                 tx.commit().await.map_err(|e| with_context("commit", &e))
             }

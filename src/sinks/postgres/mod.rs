@@ -4,7 +4,6 @@
 
 mod backend;
 mod config;
-mod copy;
 mod retry;
 
 use std::sync::Arc;
