@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { ReplicatorPlugin, ReplicatorError } from '../plugin.js';
+import { redact, secretsOf } from '../lib/redact.js';
 import { memoryDb, usersResource } from './helpers/db.mjs';
 import { closedPort, startWebhookServer } from './helpers/http-server.mjs';
 
@@ -122,6 +123,17 @@ test('credentials never reach the logger, even when a destination echoes them in
   assert.match(failed.fields.error, /^HTTP 500 .*rejected Basic \*\*\* at http:\/\/\*\*\*@127\.0\.0\.1\/hook/, 'the error is kept, its credentials redacted');
   const everything = JSON.stringify(calls);
   for (const secret of [TOKEN, HOOK_PASSWORD, Buffer.from(`hookuser:${HOOK_PASSWORD}`).toString('base64')]) assert.ok(!everything.includes(secret), `${secret} was logged: ${everything}`);
+});
+
+test('a database URL\'s user name is not a secret; a lone token in any other URL is', () => {
+  // postgres://postgres@host (trust auth): redacting 'postgres' turned the replicator id
+  // 'postgresql' into '***ql' in every log line.
+  assert.deepEqual(secretsOf('postgres://postgres@127.0.0.1:5432/app'), []);
+  assert.deepEqual(secretsOf('mysql://root@127.0.0.1/app'), []);
+  assert.equal(redact('replicator postgresql failed', new Set(secretsOf('postgresql://postgres@db/app'))), 'replicator postgresql failed');
+  assert.ok(secretsOf('postgres://app:s3cret-pw@db/app').includes('s3cret-pw'), 'a password still is');
+  assert.ok(secretsOf('https://tok3n-abc@hooks.example.com/x').includes('tok3n-abc'), 'an HTTP URL\'s lone userinfo is a token');
+  assert.ok(secretsOf('nats://natstok3n@127.0.0.1:4222').includes('natstok3n'), 'so is a NATS URL\'s');
 });
 
 test('an unknown logLevel fails in the constructor naming the option and the levels', () => {

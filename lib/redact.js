@@ -21,6 +21,10 @@ export function redact(text, secrets = []) {
   return out.replace(USERINFO, '$1***@').replace(SECRET_PARAM, '$1***');
 }
 
+/** URL schemes whose userinfo without a password is a user name, not a credential (a NATS or
+ * HTTP URL's lone userinfo is a token). */
+const DATABASE_SCHEME = /^(postgres|postgresql|mysql|mariadb|mongodb|mongodb\+srv)$/i;
+
 /**
  * The secret parts of a connection string or URL (password or token, secret query parameters),
  * raw and decoded, for `redact(text, secrets)`.
@@ -40,14 +44,18 @@ export function secretsOf(value) {
       // not percent-encoded
     }
   };
-  const userinfo = /^[a-z][a-z0-9+.-]*:\/\/([^\s@]*)@/i.exec(value);
+  const userinfo = /^([a-z][a-z0-9+.-]*):\/\/([^\s@]*)@/i.exec(value)?.slice(1);
   if (userinfo) {
-    const colon = userinfo[1].indexOf(':');
-    // user:password → the password; a lone token (scheme://token@host) is the secret itself.
-    add(colon >= 0 ? userinfo[1].slice(colon + 1) : userinfo[1]);
+    const [scheme, info] = userinfo;
+    const colon = info.indexOf(':');
+    // user:password → the password; a lone token (https://token@host) is the secret itself,
+    // but in a database URL (postgres://postgres@host) it is a user name: redacting it would
+    // turn every 'postgres' in a log line, the replicator id 'postgresql' too, into '***'.
+    if (colon >= 0) add(info.slice(colon + 1));
+    else if (!DATABASE_SCHEME.test(scheme)) add(info);
     // HTTP clients send URL credentials as `Authorization: Basic base64(user:password)`,
     // which a server may quote back in an error.
-    if (colon >= 0) found.push(basic(...userinfo[1].split(/:(.*)/s, 2).map(decoded)));
+    if (colon >= 0) found.push(basic(...info.split(/:(.*)/s, 2).map(decoded)));
   }
   for (const match of value.matchAll(SECRET_PARAM)) add(match[2]);
   // Longest first, so a secret containing another is replaced whole.
