@@ -17,6 +17,7 @@ import { METRICS_CONTENT_TYPE, startMetricsServer } from './lib/metrics-server.j
 import { engineLogLevel, prepareOptions } from './lib/options.js';
 import { resolveOutbox } from './lib/outbox.js';
 import { redact, secretsIn, secretsOf } from './lib/redact.js';
+import { changePayload } from './lib/records.js';
 import * as replicationLog from './lib/replication-log.js';
 import { destinationConnectionString, S3dbDestinations } from './lib/s3db-destination.js';
 import { startStatusFile } from './lib/status-file.js';
@@ -763,31 +764,6 @@ function sourceNames(rep) {
   const { resources } = rep;
   if (Array.isArray(resources)) return resources.filter((r) => typeof r === 'string');
   return resources && typeof resources === 'object' ? Object.keys(resources) : [];
-}
-
-/**
- * What the engine gets of a change: the record's own fields without s3db.js's internal ones
- * (`_etag`, `_v`, `_lastModified`, `$after` ...: the engine drops every `_*` and `$*` field
- * anyway), and for an update its `$before` image, cleaned the same way. Copying the few fields
- * costs less than serialising the internal ones: `JSON.stringify` of an s3db.js event object is
- * most of the plugin's time on the application's thread (a Date, ten fields, `$before` with as
- * many again), and the JSON shrinks to about a sixth, which the outbox writes and the engine parses.
- */
-function changePayload(data, keepBefore) {
-  if (data === null || typeof data !== 'object') return data;
-  const out = {};
-  for (const key of Object.keys(data)) {
-    const c = key.charCodeAt(0);
-    if (c === 95 /* _ */ || c === 36 /* $ */) {
-      if (keepBefore && key === '$before') {
-        const before = data.$before;
-        if (before !== null && typeof before === 'object') out.$before = changePayload(before, false);
-      }
-      continue;
-    }
-    out[key] = data[key];
-  }
-  return out;
 }
 
 export default ReplicatorPlugin;

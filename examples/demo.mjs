@@ -96,7 +96,10 @@ const pct = (list, p) => (list.length ? list[Math.min(list.length - 1, Math.floo
 const lagOf = (id) => (durations.get(id) ?? []).sort((a, b) => a - b);
 const secs = (ms) => (ms / 1000).toFixed(2);
 if (asJson) {
-  const lag = Object.fromEntries(stats.replicators.map((r) => [r.id, { p50: pct(lagOf(r.id), 50), p99: pct(lagOf(r.id), 99), max: pct(lagOf(r.id), 100) }]));
+  const lag = Object.fromEntries(stats.replicators.map((r) => {
+    const sorted = lagOf(r.id);
+    return [r.id, { p50: pct(sorted, 50), p99: pct(sorted, 99), max: pct(sorted, 100) }];
+  }));
   console.log(JSON.stringify({
     writes, writeMs: wrote - started, afterLastWriteMs: delivered - wrote, totalMs: delivered - started,
     delivered: stats.stats.totalReplications, errors, lag, backupUsers: bakUsers, sourceUsers: srcUsers, webhookChanges,

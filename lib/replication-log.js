@@ -14,6 +14,7 @@
 import { messageOf } from './callbacks.js';
 import { deadLetterIndex, checkPaging, withTicket } from './dead-letters.js';
 import { ReplicatorError } from './errors.js';
+import { recordFields } from './records.js';
 
 export const LOG_ATTRIBUTES = {
   replicator: 'string',
@@ -211,7 +212,7 @@ export class ReplicationLog {
             skipped++;
             continue;
           }
-          out.push(visible(entry));
+          out.push(recordFields(entry));
           if (out.length >= limit) return out;
         }
       }
@@ -436,12 +437,12 @@ async function readRecord(resource, id) {
   const record = typeof resource.getOrNull === 'function'
     ? await resource.getOrNull(id)
     : (await resource.exists(id)) ? await resource.get(id) : null;
-  return record ? visible(record, true) : null;
+  return record ? recordFields(record, true) : null;
 }
 
 /** What a delete carries: the last known image of the record (the logged data), with its id. */
 function deleteImage(entry) {
-  const data = entry.data && typeof entry.data === 'object' && !Array.isArray(entry.data) ? visible(entry.data, true) : {};
+  const data = entry.data && typeof entry.data === 'object' && !Array.isArray(entry.data) ? recordFields(entry.data, true) : {};
   return { ...data, id: entry.recordId };
 }
 
@@ -496,7 +497,7 @@ export function newEntry(event, outcome = {}) {
     destination: outcome.destination ?? undefined,
     // Kept for reading and as the image of a deleted record; retries re-read the source instead.
     // Always an object: the stock plugin's log resource requires `data`.
-    data: event.data && typeof event.data === 'object' && !Array.isArray(event.data) ? visible(event.data, true) : {},
+    data: event.data && typeof event.data === 'object' && !Array.isArray(event.data) ? recordFields(event.data, true) : {},
     timestamp,
     createdAt: timestamp.slice(0, 10),
     status: 'error',
@@ -582,16 +583,6 @@ function groupBy(items, keyOf) {
     const list = out.get(key);
     if (list) list.push(item);
     else out.set(key, [item]);
-  }
-  return out;
-}
-
-/** Without s3db's bookkeeping fields (`_*`), and with `strict` without `$*` either. */
-function visible(record, strict = false) {
-  const out = {};
-  for (const [key, value] of Object.entries(record)) {
-    if (key.startsWith('_') || (strict && key.startsWith('$'))) continue;
-    out[key] = value;
   }
   return out;
 }

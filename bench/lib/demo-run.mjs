@@ -13,6 +13,8 @@ import { fileURLToPath } from 'node:url';
 
 import { Database } from 's3db.js/lite';
 
+import { pool } from './limits-run.mjs';
+
 const DEMO = fileURLToPath(new URL('../../examples/demo.mjs', import.meta.url));
 export const DEMO_CHANGES = 20_000;
 
@@ -38,15 +40,7 @@ async function fileReplaceRate(n) {
   const db = new Database({ connectionString: `file://${dir}`, logLevel: 'silent' });
   await db.connect();
   const users = await db.createResource({ name: 'users', attributes: { email: 'string', plan: 'string', logins: 'number' }, behavior: 'body-overflow', timestamps: false });
-  let next = 0;
-  const t0 = performance.now();
-  await Promise.all(Array.from({ length: 64 }, async () => {
-    while (next < n) {
-      const i = next++;
-      await users.replace(`u${i}`, { id: `u${i}`, email: `user${i}@example.com`, plan: 'free', logins: i });
-    }
-  }));
-  const rate = (n / (performance.now() - t0)) * 1000;
+  const rate = await pool(n, 64, Infinity, (i) => users.replace(`u${i}`, { id: `u${i}`, email: `user${i}@example.com`, plan: 'free', logins: i }));
   await db.disconnect().catch(() => {});
   await rm(dir, { recursive: true, force: true });
   return rate;

@@ -34,7 +34,8 @@ async function best(trial, trials = TRIALS) {
   return top;
 }
 
-async function pool(n, inFlight, deadline, task) {
+/** Runs task(0 … n-1) with `inFlight` at a time until done or `deadline`; returns tasks per second. */
+export async function pool(n, inFlight, deadline, task) {
   let next = 0;
   const t0 = performance.now();
   await Promise.all(Array.from({ length: inFlight }, async () => {

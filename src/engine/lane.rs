@@ -303,8 +303,7 @@ enum Prepared {
 async fn process(shared: &Shared, r: &Replicator, batch: &[Delivery]) -> Vec<Outcome> {
     r.metrics.batches.inc();
     r.metrics.batch_size.observe(batch.len() as f64);
-    let prepared = prepare(shared, r, batch).await;
-    let mut prepared = prepared;
+    let mut prepared = prepare(shared, r, batch).await;
     let mut changes = Vec::new();
     let mut slots = Vec::new();
     for (i, p) in prepared.iter_mut().enumerate() {
